@@ -1,0 +1,142 @@
+"""Small autoencoders for 8x8 .. 32x32 images: deterministic AE, stochastic AE, VAE.
+
+The three share one encoder body and one decoder and differ only in what the
+encoder outputs and what the loss adds:
+
+* ``AE``: z = mu_phi(x); loss = squared error (notes eq. (5) with q a point mass).
+* ``StochasticAE``: q_phi(z|x) = N(mu, diag sigma^2) (eq. (3)), z sampled with the
+  reparameterization trick (eq. (6)); loss = eq. (7). Nothing pulls q towards any
+  prior, so sigma is free to shrink: it is a VAE without its KL term.
+* ``VAE``: the same encoder and decoder, loss = eq. (8) (reconstruction + KL).
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .gaussians import DiagonalGaussian, gaussian_nll
+
+
+def _check_images(x, image_shape):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a tensor of images, got {type(x).__name__}")
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"expected images of shape (B, {', '.join(map(str, image_shape))}), got {tuple(x.shape)}")
+
+
+def _check_latents(z, latent_dim):
+    if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != latent_dim:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"expected latents of shape (B, {latent_dim}), got {shape}")
+
+
+def mlp(sizes):
+    """Linear layers with SiLU between them (none after the last)."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class Decoder(nn.Module):
+    """x_hat_theta(z): the mean of the Gaussian decoder p_theta(x|z) of eq. (4), in [-1, 1]."""
+
+    def __init__(self, image_shape, latent_dim, hidden):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.net = mlp([latent_dim, hidden, hidden, math.prod(image_shape)])
+
+    def forward(self, z):
+        x_hat = torch.tanh(self.net(z))  # (B, C*H*W)
+        return x_hat.view(z.shape[0], *self.image_shape)  # (B, C, H, W)
+
+
+class AE(nn.Module):
+    """Deterministic autoencoder: z = mu_phi(x), x_hat = x_hat_theta(z)."""
+
+    def __init__(self, image_shape=(1, 8, 8), latent_dim=2, hidden=256):
+        super().__init__()
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.encoder = mlp([math.prod(image_shape), hidden, hidden, latent_dim])
+        self.decoder = Decoder(image_shape, latent_dim, hidden)
+
+    def encode(self, x):
+        _check_images(x, self.image_shape)
+        return self.encoder(x.flatten(1))  # (B, latent_dim)
+
+    def decode(self, z):
+        _check_latents(z, self.latent_dim)
+        return self.decoder(z)
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+class StochasticAE(nn.Module):
+    """Gaussian encoder q_phi(z|x) (eq. (3)) sampled by reparameterization (eq. (6)), no KL."""
+
+    def __init__(self, image_shape=(1, 8, 8), latent_dim=2, hidden=256):
+        super().__init__()
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.encoder = mlp([math.prod(image_shape), hidden, hidden, 2 * latent_dim])
+        self.decoder = Decoder(image_shape, latent_dim, hidden)
+
+    def encode(self, x):
+        """q_phi(z|x) as a DiagonalGaussian (mu_phi(x), log sigma_phi(x)^2)."""
+        _check_images(x, self.image_shape)
+        mean, logvar = self.encoder(x.flatten(1)).chunk(2, dim=1)  # (B, D) each
+        return DiagonalGaussian(mean, logvar.clamp(-30.0, 20.0))
+
+    def decode(self, z):
+        _check_latents(z, self.latent_dim)
+        return self.decoder(z)
+
+    def forward(self, x, generator=None):
+        """Returns (x_hat, q): the reconstruction from one sample z ~ q(z|x), and q."""
+        q = self.encode(x)
+        return self.decode(q.sample(generator=generator)), q
+
+
+class VAE(StochasticAE):
+    """The same networks as ``StochasticAE``; what makes it a VAE is ``vae_loss``'s KL term."""
+
+
+def ae_loss(x, x_hat, sigma=1.0):
+    """Gaussian decoder NLL of eq. (5)/(7), averaged over the batch: (loss, parts).
+
+    ``parts["mse"]`` is the per-image squared error ||x - x_hat||^2, the quantity the
+    notes minimise; the NLL adds the constant (D/2) log(2 pi sigma^2) and divides by 2 sigma^2.
+    """
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x and x_hat shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    nll = gaussian_nll(x, x_hat, 2.0 * math.log(sigma)).mean()
+    mse = (x - x_hat).pow(2).flatten(1).sum(1).mean()
+    return nll, {"nll": nll.detach(), "mse": mse.detach()}
+
+
+def vae_loss(x, x_hat, posterior, beta=1.0, sigma=1.0):
+    """Negative ELBO of eq. (8), averaged over the batch: (loss, parts).
+
+    loss = E_q[-log p(x|z)] + beta * KL(q(z|x) || N(0, I)), with the Gaussian decoder of
+    eq. (4) and one reparameterized sample. beta=1 is the true ELBO; the notes' eq. (10)
+    drops the 1/(2 sigma^2), which amounts to another beta (see chapter 2).
+    """
+    if not isinstance(posterior, DiagonalGaussian):
+        raise TypeError(f"posterior must be a DiagonalGaussian, got {type(posterior).__name__}")
+    if not beta >= 0:
+        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    rec, parts = ae_loss(x, x_hat, sigma)
+    kl = posterior.kl().mean()
+    loss = rec + beta * kl
+    return loss, {"loss": loss.detach(), "rec": rec.detach(), "kl": kl.detach(), "mse": parts["mse"]}

@@ -1,0 +1,138 @@
+"""The one training loop every chapter uses: AdamW, optional EMA, bf16 autocast on CUDA.
+
+    history = train(model, loss_fn, data, steps=2000, batch_size=128, lr=1e-3)
+
+``loss_fn(model, batch)`` returns ``(loss, parts)`` (STYLE.md: losses name their terms);
+``history[name]`` is the list of each part's value per step, ready to plot.
+"""
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from . import config
+
+
+class EMA:
+    """Exponential moving average of a model's weights (the SDXL VAE recipe; notes 2.2.1).
+
+    theta_ema <- decay * theta_ema + (1 - decay) * theta after every optimizer step.
+    ``ema.model`` is a frozen copy that holds the averaged weights.
+    """
+
+    def __init__(self, model, decay=0.999):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay!r}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model):
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1.0 - self.decay)  # ema + (1 - decay) * (p - ema)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+
+@dataclass
+class History:
+    """Per-step values of each named loss part, plus the EMA model if one was kept."""
+
+    parts: dict = field(default_factory=dict)
+    ema: EMA = None
+    seconds: float = 0.0
+
+    def __getitem__(self, name):
+        return self.parts[name]
+
+    def __contains__(self, name):
+        return name in self.parts
+
+    def keys(self):
+        return self.parts.keys()
+
+    def final(self, name, last=50):
+        """The mean of the last ``last`` values of ``name`` (a less noisy end point)."""
+        values = self.parts[name][-last:]
+        return sum(values) / len(values)
+
+
+def _batch_sampler(data, batch_size, generator, device):
+    """A function giving one random batch (sampled with replacement) on ``device``."""
+    if callable(data):
+        return lambda: _to(data(batch_size, generator), device)
+    tensors = data if isinstance(data, (tuple, list)) else (data,)
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise TypeError("data must be a tensor, a tuple of tensors, or a callable(batch_size, generator)")
+    n = tensors[0].shape[0]
+    if any(t.shape[0] != n for t in tensors):
+        raise ValueError(f"data tensors disagree on length: {[t.shape[0] for t in tensors]}")
+    tensors = [t.to(device) for t in tensors]
+
+    def sample():
+        index = torch.randint(0, n, (batch_size,), generator=generator).to(device)
+        batch = [t[index] for t in tensors]
+        return batch[0] if len(batch) == 1 else tuple(batch)
+
+    return sample
+
+
+def _to(batch, device):
+    if isinstance(batch, (tuple, list)):
+        return tuple(t.to(device) for t in batch)
+    return batch.to(device)
+
+
+def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0, ema_decay=None,
+          grad_clip=None, generator=None, progress=None, desc="training"):
+    """Train ``model`` for ``steps`` AdamW steps on random batches of ``data``; returns a History.
+
+    data: a tensor (N, ...), a tuple of tensors sharing N (e.g. images and labels), or a
+        callable ``(batch_size, generator) -> batch`` for data generated on the fly.
+    ema_decay: keep an EMA of the weights (``history.ema.model``) when given.
+    grad_clip: clip the global gradient norm to this value when given.
+    progress: show a tqdm bar; None means ``config.progress()`` (off in the book build).
+    The device is the model's; on CUDA the forward pass runs under bf16 autocast.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    device = params[0].device
+    sample_batch = _batch_sampler(data, batch_size, generator, device)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    ema = EMA(model, ema_decay) if ema_decay is not None else None
+    history = History(ema=ema)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    model.train()
+    start = time.perf_counter()
+    if progress is None:
+        progress = config.progress()
+    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0)
+    for step in bar:
+        batch = sample_batch()
+        with autocast:
+            loss, parts = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        if ema is not None:
+            ema.update(model)
+        for name, value in {"loss": loss, **parts}.items():
+            history.parts.setdefault(name, []).append(float(value))
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{float(loss):.4g}")
+    model.eval()
+    history.seconds = time.perf_counter() - start
+    return history
