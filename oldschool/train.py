@@ -130,9 +130,9 @@ def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0,
         if ema is not None:
             ema.update(model)
         for name, value in {"loss": loss, **parts}.items():
-            history.parts.setdefault(name, []).append(float(value))
+            history.parts.setdefault(name, []).append(float(value.detach()) if torch.is_tensor(value) else float(value))
         if step % 100 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4g}")
+            bar.set_postfix(loss=f"{loss.item():.4g}")
     model.eval()
     history.seconds = time.perf_counter() - start
     return history

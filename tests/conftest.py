@@ -1,0 +1,62 @@
+"""Shared fixtures: the repository layout and one book build per test session."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "_build"
+BOOK_ENV = {"OLDSCHOOL_MODE": "cpu", "OLDSCHOOL_PROGRESS": "0"}
+
+
+def toc_files():
+    """Every file listed in _toc.yml (root first), as paths relative to the root, without suffix."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+def toc_notebooks():
+    return [ROOT / f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").exists()]
+
+
+def book_config():
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+@pytest.fixture(scope="session")
+def built_book():
+    """Build the book once (every chapter executed in CPU mode, Sphinx warnings are errors).
+
+    Returns the build log. The executed notebooks land in _build/jupyter_execute and the
+    pages in _build/html, where later tests look at them.
+    """
+    env = {**os.environ, **BOOK_ENV}
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    result = subprocess.run(
+        [str(jupyter_book), "build", str(ROOT), "-W", "-n", "--keep-going"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )
+    log = result.stdout + result.stderr
+    (BUILD).mkdir(exist_ok=True)
+    (BUILD / "build.log").write_text(log)
+    times = re.findall(r"Executed notebook in ([\d.]+) seconds", log)
+    print(f"\nbook build: exit {result.returncode}; notebook execution times (s): {times}")
+    if result.returncode != 0:
+        pytest.fail(f"jupyter-book build failed (exit {result.returncode}); last lines:\n{log[-6000:]}")
+    return log

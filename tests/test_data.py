@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from oldschool import data, toy
+
+
+def test_digits_are_in_unit_range_with_labels():
+    images, labels = data.digits(return_labels=True)
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == torch.float32
+    assert images.min() == -1.0 and images.max() == 1.0
+    assert labels.shape == (1797,) and set(labels.tolist()) == set(range(10))
+
+
+def test_faces_and_photos():
+    faces, labels = data.faces(return_labels=True)
+    assert faces.shape == (200, 1, 25, 25) and faces.min() >= -1 and faces.max() <= 1
+    assert labels.sum() == 100
+    for name in data.PHOTOS:
+        photo = data.photo(name)
+        assert photo.dim() == 4 and photo.shape[:2] == (1, 3)
+        assert photo.min() >= -1 and photo.max() <= 1 and photo.std() > 0.1
+
+
+def test_photo_patches_are_reproducible_crops():
+    a = data.photo_patches(32, 6, generator=torch.Generator().manual_seed(0))
+    b = data.photo_patches(32, 6, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (6, 3, 32, 32) and torch.equal(a, b)
+    full = data.photo("astronaut")[0]
+    # the first crop comes from the astronaut: it must occur somewhere in it
+    windows = full.unfold(1, 32, 1).unfold(2, 32, 1)  # (3, H-31, W-31, 32, 32)
+    match = (windows - a[0][:, None, None]).abs().amax(dim=(0, 3, 4))
+    assert match.min() == 0
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="unknown photo 'eagle'"):
+        data.photo("eagle")
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        data.photo_patches(0, 3)
+    with pytest.raises(ValueError, match="larger than photo"):
+        data.photo_patches(1000, 1)
+    with pytest.raises(ValueError, match="outside the stated"):
+        data.to_unit_range(torch.tensor([0.0, 2.0]), 0.0, 1.0)
+
+
+def test_unit_range_round_trip():
+    x = torch.rand(5, 3) * 16
+    y = data.to_unit_range(x, 0.0, 16.0)
+    assert torch.allclose(data.from_unit_range(y), x / 16)
+
+
+@pytest.mark.parametrize("name", sorted(toy.DATASETS))
+def test_toy_2d_sets(name):
+    a = data.toy_2d(name, 500, generator=torch.Generator().manual_seed(0))
+    b = data.toy_2d(name, 500, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (500, 2) and torch.equal(a, b)
+    assert a.abs().max() < 1.6 and a.std(0).min() > 0.2
+
+
+def test_toy_shapes_are_what_they_say():
+    g = torch.Generator().manual_seed(1)
+    r = data.toy_2d("rings", 4000, generator=g).norm(dim=1)
+    assert ((r - 0.4).abs() < 0.1).float().mean() > 0.4 and ((r - 0.9).abs() < 0.1).float().mean() > 0.4
+    c = data.toy_2d("checkerboard", 4000, generator=g) * 2  # back to [-2, 2]^2
+    cells = torch.floor(c).long()
+    assert ((cells[:, 0] + cells[:, 1]) % 2 == 0).all()  # only one colour of the board is occupied
+    with pytest.raises(ValueError, match="unknown 2-D data set"):
+        data.toy_2d("spiral", 10)
