@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # The rendered book and the tests run the chapters in CPU mode without progress bars.
-BOOK_ENV := OLDSCHOOL_MODE=cpu OLDSCHOOL_PROGRESS=0 MPLBACKEND=Agg
+BOOK_ENV := OLDSCHOOL_MODE=cpu OLDSCHOOL_PROGRESS=0
 
-.PHONY: install book test unit clean
+.PHONY: install vendor browser book test unit clean
 
 install: $(STAMP)
 
@@ -16,12 +16,34 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt -e .
 	touch $@
 
+# The ipywidgets manager that draws saved widget state in the static pages, served from the book
+# itself so it reads offline: taken once from the npm registry (pinned) into a git-ignored folder.
+HTML_MANAGER := 1.0.15
+WIDGETS_DIR := book/_static/vendor/jupyter-widgets
+vendor: $(WIDGETS_DIR)/.html-manager-$(HTML_MANAGER)
+
+$(WIDGETS_DIR)/.html-manager-$(HTML_MANAGER):
+	@command -v npm >/dev/null || { echo "make vendor: npm is needed once, to fetch @jupyter-widgets/html-manager" >&2; exit 1; }
+	rm -rf $(WIDGETS_DIR) && mkdir -p $(WIDGETS_DIR)
+	cd $(WIDGETS_DIR) && npm pack --silent @jupyter-widgets/html-manager@$(HTML_MANAGER) >/dev/null \
+	  && tar xzf jupyter-widgets-html-manager-$(HTML_MANAGER).tgz --strip-components=2 --wildcards \
+	     --exclude='*.map' --exclude='*amd*' 'package/dist/*' \
+	  && rm jupyter-widgets-html-manager-$(HTML_MANAGER).tgz
+	test -s $(WIDGETS_DIR)/embed.js && touch $@
+
+# Debian's Chromium, which tests/test_browser.py drives (no browser download), and a CJK font so
+# the screenshots show the glossary's Chinese terms: apt-get runs only when one is missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BROWSER_PACKAGES := chromium fonts-wqy-microhei
+browser:
+	dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(BROWSER_PACKAGES); }
+
 # Execute every chapter and render _build/html; any Sphinx warning or cell error fails it.
-book: $(STAMP)
+book: $(STAMP) vendor
 	$(BOOK_ENV) $(BIN)/jupyter-book build . -W -n --keep-going
 
 # The whole suite: unit tests, then the book build (every chapter executed) and its checks.
-test: $(STAMP)
+test: $(STAMP) vendor browser
 	$(BOOK_ENV) $(BIN)/python -m pytest -ra
 
 # Unit tests only (a minute), for quick iterations.
