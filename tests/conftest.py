@@ -11,7 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
-BOOK_ENV = {"OLDSCHOOL_MODE": "cpu", "OLDSCHOOL_PROGRESS": "0"}
+BOOK_ENV = {"OLDSCHOOL_MODE": "cpu", "OLDSCHOOL_PROGRESS": "0", "OMP_NUM_THREADS": "1"}  # as the Makefile
 
 
 def toc_files():
