@@ -8,6 +8,9 @@ encoder outputs and what the loss adds:
   reparameterization trick (eq. (6)); loss = eq. (7). Nothing pulls q towards any
   prior, so sigma is free to shrink: it is a VAE without its KL term.
 * ``VAE``: the same encoder and decoder, loss = eq. (8) (reconstruction + KL).
+
+After the losses come the measurements chapter 2 makes on a trained VAE: the ELBO per
+image, log p(x) by importance sampling, the aggregate posterior, and the latents in use.
 """
 
 import math
@@ -15,7 +18,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .gaussians import DiagonalGaussian, gaussian_nll
+from .gaussians import DiagonalGaussian, gaussian_nll, kl_standard_normal_elementwise
 
 
 def _check_images(x, image_shape):
@@ -140,3 +143,91 @@ def vae_loss(x, x_hat, posterior, beta=1.0, sigma=1.0):
     kl = posterior.kl().mean()
     loss = rec + beta * kl
     return loss, {"loss": loss.detach(), "rec": rec.detach(), "kl": kl.detach(), "mse": parts["mse"]}
+
+
+# What chapter 2 measures on a trained model: the ELBO per image, log p(x) by importance
+# sampling (so the gap can be seen), the aggregate posterior, and which latents are in use.
+
+
+def _check_sigma(sigma):
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma (the decoder's standard deviation) must be a positive finite number, got {sigma!r}")
+
+
+def _check_vae(model):
+    if not isinstance(model, StochasticAE):
+        raise TypeError(f"expected a VAE (or StochasticAE) with a Gaussian encoder, got {type(model).__name__}")
+
+
+@torch.no_grad()
+def elbo_per_image(model, x, sigma=1.0, n_samples=1, generator=None):
+    """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || N(0, I)) in nats, one value per image: (B,).
+
+    Minus the loss of notes eq. (8) (with its constants), the expectation averaged over
+    ``n_samples`` reparameterized draws and the KL in closed form (eq. (9)).
+    """
+    _check_vae(model)
+    _check_sigma(sigma)
+    q = model.encode(x)
+    log_lik = torch.stack([-gaussian_nll(x, model.decode(q.sample(generator=generator)), 2 * math.log(sigma))
+                           for _ in range(n_samples)])  # (S, B)
+    return log_lik.mean(0) - q.kl()
+
+
+@torch.no_grad()
+def importance_log_likelihood(model, x, sigma=1.0, n_samples=1000, generator=None, chunk=256):
+    """log p(x) of eq. (2) estimated by importance sampling with the encoder as proposal: (B,).
+
+    log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x)  (Burda et al. 2016).
+    It is a lower bound in expectation too, but one that tightens as K grows (K = 1 is the ELBO),
+    and with a 2-D latent a few hundred samples are enough to see the ELBO's gap.
+    ``chunk`` bounds how many samples per image are decoded at once.
+    """
+    _check_vae(model)
+    _check_sigma(sigma)
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+    q = model.encode(x)
+    batch = x.shape[0]
+    log_w = []
+    for start in range(0, n_samples, chunk):
+        k = min(chunk, n_samples - start)
+        mean = q.mean.expand(k, *q.mean.shape).reshape(k * batch, -1)  # (k*B, d)
+        logvar = q.logvar.expand(k, *q.logvar.shape).reshape(k * batch, -1)
+        proposal = DiagonalGaussian(mean, logvar)
+        z = proposal.sample(generator=generator)  # (k*B, d)
+        x_k = x.expand(k, *x.shape).reshape(k * batch, *x.shape[1:])  # (k*B, C, H, W)
+        log_lik = -gaussian_nll(x_k, model.decode(z), 2 * math.log(sigma))  # log p(x|z_k)
+        log_prior = -gaussian_nll(z, torch.zeros_like(z), 0.0)  # log N(z_k; 0, I)
+        log_q = -proposal.nll(z)  # log q(z_k|x)
+        log_w.append((log_lik + log_prior - log_q).view(k, batch))  # (k, B)
+    log_w = torch.cat(log_w)  # (K, B)
+    return torch.logsumexp(log_w, dim=0) - math.log(n_samples)
+
+
+@torch.no_grad()
+def aggregate_posterior(model, x, generator=None):
+    """One code per image from the encoder: z ~ q(z|x) for a VAE, z = mu(x) for an AE; (B, d).
+
+    Over a data set these are samples of the aggregate posterior q(z) = E_x q(z|x), the
+    distribution the decoder actually sees; a VAE's KL term pulls it towards the prior N(0, I).
+    """
+    code = model.encode(x)
+    return code.sample(generator=generator) if isinstance(code, DiagonalGaussian) else code
+
+
+@torch.no_grad()
+def latent_usage(model, x, threshold=0.01):
+    """Which latent coordinates a VAE uses, measured on images x: a dict of tensors.
+
+    kl_per_dim (d,): the KL of eq. (9) per coordinate, averaged over x; a collapsed coordinate
+        has q(z_i|x) = N(0, 1) for every x and carries ~0 nats.
+    activity (d,): Var_x E_q[z_i], the spread of the encoder's means across images; a coordinate
+        is "active" when it exceeds ``threshold`` (Burda et al. 2016 use 0.01).
+    active_units: how many are active.
+    """
+    _check_vae(model)
+    q = model.encode(x)
+    kl_per_dim = kl_standard_normal_elementwise(q.mean, q.logvar).mean(0)  # (d,)
+    activity = q.mean.var(0)  # (d,)
+    return {"kl_per_dim": kl_per_dim, "activity": activity, "active_units": int((activity > threshold).sum())}
