@@ -74,3 +74,159 @@ def sample_2d(name, n, generator=None):
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     return DATASETS[name](n, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------
+# Gaussian mixtures: the one data distribution whose diffused marginals are known exactly.
+# ---------------------------------------------------------------------------------------
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class GaussianMixture:
+    """p(x) = sum_k w_k N(x | mu_k, Sigma_k) in D dimensions, with its exact diffused score.
+
+    weights: (K,) positive, summing to 1. means: (K, D). covs: (K, D, D) symmetric positive
+    definite. Stored in float64; methods compute in the dtype and on the device of ``x``.
+
+    Under a linear forward SDE (``oldschool.sde``) a data point becomes m(t) x0 + s(t) eps,
+    so the mixture at time t is again a mixture, of N(m mu_k, m^2 Sigma_k + s^2 I) with the
+    same weights (notes eq. (14); Song et al. 2021). ``score`` returns its gradient of log
+    density exactly: ground truth against which samplers are judged with no score error.
+    With Sigma_k = U_k diag(lambda_k) U_k^T, the diffused covariance is
+    U_k diag(m^2 lambda_k + s^2) U_k^T: one eigendecomposition serves every t.
+    """
+
+    def __init__(self, weights, means, covs):
+        weights, means, covs = (torch.as_tensor(v, dtype=torch.float64) for v in (weights, means, covs))
+        if weights.dim() != 1:
+            raise ValueError(f"weights must have shape (K,), got {tuple(weights.shape)}")
+        k = weights.shape[0]
+        if means.dim() != 2 or means.shape[0] != k:
+            raise ValueError(f"means must have shape (K={k}, D), got {tuple(means.shape)}")
+        d = means.shape[1]
+        if covs.shape != (k, d, d):
+            raise ValueError(f"covs must have shape (K={k}, D={d}, D={d}), got {tuple(covs.shape)}")
+        if (weights <= 0).any() or abs(weights.sum().item() - 1.0) > 1e-6:
+            raise ValueError(f"weights must be positive and sum to 1, got {weights.tolist()}")
+        if not torch.allclose(covs, covs.transpose(1, 2), atol=1e-10):
+            raise ValueError("every covariance must be symmetric")
+        eigvals, eigvecs = torch.linalg.eigh(covs)  # (K, D), (K, D, D); Sigma_k = U diag(lambda) U^T
+        if (eigvals <= 0).any():
+            raise ValueError("every covariance must be positive definite; "
+                             f"smallest eigenvalue {eigvals.min().item():.3g}")
+        self.weights, self.means, self.covs = weights, means, covs
+        self.eigvals, self.eigvecs = eigvals, eigvecs
+
+    @property
+    def num_components(self):
+        return self.weights.shape[0]
+
+    @property
+    def dim(self):
+        return self.means.shape[1]
+
+    def __repr__(self):
+        return f"GaussianMixture(K={self.num_components}, D={self.dim})"
+
+    def sample(self, n, generator=None, dtype=torch.float32):
+        """``n`` samples, shape (n, D): pick k ~ w, then mu_k + U_k sqrt(lambda_k) z."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)  # (n, D)
+        x = self.means[k] + torch.einsum("nde,ne->nd", self.eigvecs[k], self.eigvals[k].sqrt() * z)
+        return x.to(dtype)
+
+    def _check_points(self, x):
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected points of shape (B, D={self.dim}), got {shape}")
+
+    def _components(self, x, m, s2):
+        """log w_k N(x | m mu_k, m^2 Sigma_k + s2 I) and the precision times (x - mean), per k.
+
+        x: (B, D); m, s2: (B,). Returns (log_joint (B, K), precision_diff (B, K, D)).
+        """
+        w, mu, lam, u = (v.to(device=x.device, dtype=x.dtype) for v in
+                         (self.weights, self.means, self.eigvals, self.eigvecs))
+        diff = x[:, None, :] - m[:, None, None] * mu  # (B, K, D)
+        var = m[:, None, None] ** 2 * lam + s2[:, None, None]  # (B, K, D), eigenvalues of the covariance
+        proj = torch.einsum("kde,bkd->bke", u, diff)  # (B, K, D), diff in each eigenbasis
+        maha = (proj**2 / var).sum(-1)  # (B, K)
+        log_normal = -0.5 * (maha + var.log().sum(-1) + self.dim * LOG_2PI)  # (B, K)
+        precision_diff = torch.einsum("kde,bke->bkd", u, proj / var)  # (B, K, D)
+        return w.log() + log_normal, precision_diff
+
+    def log_prob(self, x):
+        """log p(x), shape (B,)."""
+        self._check_points(x)
+        ones = x.new_ones(x.shape[0])
+        log_joint, _ = self._components(x, ones, 0 * ones)
+        return torch.logsumexp(log_joint, dim=1)
+
+    def responsibilities(self, x):
+        """p(k | x), shape (B, K): which component each point most likely came from."""
+        self._check_points(x)
+        ones = x.new_ones(x.shape[0])
+        log_joint, _ = self._components(x, ones, 0 * ones)
+        return torch.softmax(log_joint, dim=1)
+
+    def diffused(self, t, sde):
+        """The mixture p_t at one time t under ``sde``: means m mu_k, covs m^2 Sigma_k + s^2 I."""
+        m, s = float(sde.mean_coeff(t)), float(sde.std(t))
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        return GaussianMixture(self.weights, m * self.means, m**2 * self.covs + s**2 * eye)
+
+    def coordinate(self, j):
+        """The 1-D marginal of coordinate ``j``: weights w_k, means mu_kj, variances Sigma_k,jj."""
+        if not 0 <= j < self.dim:
+            raise ValueError(f"coordinate must lie in [0, {self.dim}), got {j!r}")
+        return GaussianMixture(self.weights, self.means[:, j:j + 1], self.covs[:, j:j + 1, j:j + 1])
+
+    def score(self, x, t, sde):
+        """The exact score grad_x log p_t(x) of the mixture diffused by ``sde`` to time t.
+
+        x: (B, D); t: a float or a tensor (B,). grad log sum_k w_k N_k = -sum_k r_k C_k^{-1} (x - m mu_k)
+        with responsibilities r_k = p_t(k | x).
+        """
+        self._check_points(x)
+        t = sde.check_time(t, x)
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t  # (B,)
+        m, s = sde.mean_coeff(t), sde.std(t)  # (B,), (B,)
+        log_joint, precision_diff = self._components(x, m, s**2)
+        r = torch.softmax(log_joint, dim=1)  # (B, K)
+        return -(r[:, :, None] * precision_diff).sum(1)  # (B, D)
+
+    def score_fn(self, sde):
+        """``score_fn(x, t)`` for the samplers: this mixture's exact score under ``sde``."""
+        return lambda x, t: self.score(x, t, sde)
+
+
+def example_mixture():
+    """The 2-D mixture of chapters 5 and 6: four components, unequal weights, tilted ellipses."""
+    def tilted(std_long, std_short, angle):
+        c, s = math.cos(angle), math.sin(angle)
+        rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+        return rot @ torch.diag(torch.tensor([std_long**2, std_short**2], dtype=torch.float64)) @ rot.T
+
+    weights = [0.4, 0.3, 0.2, 0.1]
+    means = [[-0.55, -0.35], [0.55, -0.35], [0.0, 0.6], [0.6, 0.55]]
+    covs = torch.stack([tilted(0.18, 0.05, math.pi / 4), tilted(0.15, 0.06, -math.pi / 4),
+                        tilted(0.20, 0.05, 0.0), tilted(0.05, 0.05, 0.0)])
+    return GaussianMixture(weights, means, covs)
+
+
+def sliced_wasserstein(x, y, num_projections=256, generator=None):
+    """Sliced 2-Wasserstein distance between two equal-size point clouds (B, D).
+
+    Projects both clouds on random unit directions, where W2 is the distance between the
+    sorted projections, and averages the squared distances over directions.
+    """
+    if x.dim() != 2 or x.shape != y.shape:
+        raise ValueError(f"need two point clouds of the same shape (B, D), got {tuple(x.shape)} and {tuple(y.shape)}")
+    directions = torch.randn(x.shape[1], num_projections, generator=generator, dtype=torch.float64)
+    directions = directions / directions.norm(dim=0, keepdim=True)  # (D, P)
+    px = (x.double() @ directions.to(x.device)).sort(dim=0).values  # (B, P)
+    py = (y.double() @ directions.to(y.device)).sort(dim=0).values
+    return ((px - py) ** 2).mean().sqrt().item()

@@ -1,0 +1,277 @@
+"""Forward SDEs of diffusion models, their marginals, and the reverse-time processes.
+
+notes 3.1, eqs (14)-(18); Song et al. 2021 (score-based generative modeling through SDEs).
+
+Every forward SDE here is linear, dx = -1/2 beta(t) x dt + g(t) dW (eq. (14)), so the
+marginal given a data point x0 is a Gaussian
+
+    x_t = m(t) x0 + s(t) eps,        eps ~ N(0, I),
+
+with ``mean_coeff(t) = m(t)`` and ``std(t) = s(t)``. Chapter 5 derives m and s from the
+moment ODEs dm/dt = -1/2 beta m and d(s^2)/dt = -beta s^2 + g^2 (``oldschool.symbolic``).
+
+Shapes: ``x`` is (B, ...) (2-D points (B, D) or images (B, C, H, W)); ``t`` is a float or a
+tensor of shape (B,). Coefficients that multiply ``x`` come back broadcast as (B, 1, ..., 1)
+by ``append_dims``, so the same code serves points and images. Times must lie in [0, T].
+"""
+
+import math
+
+import torch
+
+
+def append_dims(v, ndim):
+    """Append trailing singleton dims to ``v`` (shape (B,) or ()) until it has ``ndim`` dims."""
+    if v.dim() > ndim:
+        raise ValueError(f"cannot broadcast a {v.dim()}-dim tensor to {ndim} dims")
+    return v.reshape(v.shape + (1,) * (ndim - v.dim()))
+
+
+class _LinearSDE:
+    """What every forward SDE here shares: time checks, marginals, the prior, the reverse.
+
+    A subclass defines ``beta(t)`` (the linear drift rate), ``diffusion_coeff(t)`` (g),
+    ``mean_coeff(t)`` (m), ``std(t)`` (s) and ``prior_std``.
+    """
+
+    T = 1.0  # every SDE here runs on t in [0, 1], as in Song et al. 2021
+    prior_std = 1.0
+
+    def check_time(self, t, like=None):
+        """``t`` as a float tensor (on ``like``'s device and dtype when given), checked to lie in [0, T]."""
+        if isinstance(t, torch.Tensor):
+            if not t.is_floating_point():
+                raise TypeError(f"t must be a floating-point tensor, got dtype {t.dtype}")
+        elif isinstance(t, (int, float)):
+            t = torch.tensor(float(t), dtype=torch.float64 if like is None else like.dtype)
+        else:
+            raise TypeError(f"t must be a float or a tensor, got {type(t).__name__}")
+        if like is not None:
+            t = t.to(device=like.device, dtype=like.dtype)
+            if t.dim() == 1 and t.shape[0] != like.shape[0]:
+                raise ValueError(f"t has shape {tuple(t.shape)} but x has batch size {like.shape[0]}")
+            if t.dim() > 1:
+                raise ValueError(f"t must be a scalar or shaped (batch,), got shape {tuple(t.shape)}")
+        if torch.isnan(t).any() or (t < 0).any() or (t > self.T).any():
+            raise ValueError(f"t must lie in [0, T={self.T}], got values in "
+                             f"[{t.min().item():.4g}, {t.max().item():.4g}]")
+        return t
+
+    def sde(self, x, t):
+        """Drift f(x, t) = -1/2 beta(t) x and diffusion g(t) of eq. (14).
+
+        Returns (drift shaped like x, diffusion shaped (B, 1, ..., 1) or ()).
+        """
+        t = self.check_time(t, x)
+        drift = -0.5 * append_dims(self.beta(t), x.dim()) * x  # (B, ...)
+        return drift, append_dims(self.diffusion_coeff(t), x.dim())
+
+    def marginal(self, x0, t):
+        """Mean m(t) x0 and std s(t) of p_t(x | x0); std is shaped (B, 1, ..., 1) to broadcast."""
+        t = self.check_time(t, x0)
+        mean = append_dims(self.mean_coeff(t), x0.dim()) * x0
+        return mean, append_dims(self.std(t), x0.dim())
+
+    def perturb(self, x0, t, generator=None):
+        """A draw x_t = m(t) x0 + s(t) eps of the forward marginal; returns (x_t, eps)."""
+        mean, std = self.marginal(x0, t)
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return mean + std * eps, eps
+
+    def snr(self, t):
+        """Signal-to-noise ratio m(t)^2 / s(t)^2 (infinite at t = 0)."""
+        return self.mean_coeff(t) ** 2 / self.std(t) ** 2
+
+    def prior_sample(self, shape, generator=None, device=None, dtype=torch.float32):
+        """Samples of the prior p_T = N(0, prior_std^2 I), the sampler's starting point."""
+        return self.prior_std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    def prior_log_prob(self, z):
+        """log N(z | 0, prior_std^2 I), summed over all but the batch dim."""
+        d = z[0].numel()
+        sq = (z / self.prior_std).flatten(1).pow(2).sum(1)
+        return -0.5 * sq - d * math.log(self.prior_std) - 0.5 * d * math.log(2 * math.pi)
+
+    def reverse(self, score_fn, probability_flow=False):
+        """The reverse-time SDE (eq. (17)) or, with ``probability_flow``, the ODE of eq. (18)."""
+        return ReverseSDE(self, score_fn, probability_flow)
+
+
+class VPSDE(_LinearSDE):
+    """Variance preserving SDE, eq. (15): dx = -1/2 beta(t) x dt + sqrt(beta(t)) dW.
+
+    beta(t) = beta_min + t (beta_max - beta_min) on t in [0, 1] (Song et al. 2021; the
+    continuous limit of DDPM's linear schedule). m(t) = exp(-1/2 int_0^t beta),
+    s(t)^2 = 1 - m(t)^2, so a unit-variance x0 keeps unit variance.
+    """
+
+    def __init__(self, beta_min=0.1, beta_max=20.0):
+        if not 0 <= beta_min < beta_max:
+            raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def diffusion_coeff(self, t):
+        return torch.sqrt(self.beta(t))
+
+    def log_mean_coeff(self, t):
+        """log m(t) = -1/2 int_0^t beta = -t beta_min / 2 - t^2 (beta_max - beta_min) / 4."""
+        t = self.check_time(t)
+        return -0.5 * t * self.beta_min - 0.25 * t**2 * (self.beta_max - self.beta_min)
+
+    def mean_coeff(self, t):
+        return torch.exp(self.log_mean_coeff(t))
+
+    def std(self, t):
+        return torch.sqrt(-torch.expm1(2 * self.log_mean_coeff(t)))  # sqrt(1 - m^2), exact near t = 0
+
+
+class SubVPSDE(VPSDE):
+    """Sub-VP SDE (Song et al. 2021, eq. (29)): VP's drift, diffusion sqrt(beta (1 - m^4)).
+
+    Its marginal std is 1 - m(t)^2, below the VP's sqrt(1 - m^2) at every t (hence "sub").
+    """
+
+    def diffusion_coeff(self, t):
+        return torch.sqrt(self.beta(t) * -torch.expm1(4 * self.log_mean_coeff(t)))  # beta (1 - m^4)
+
+    def std(self, t):
+        return -torch.expm1(2 * self.log_mean_coeff(t))  # 1 - m^2
+
+
+class VESDE(_LinearSDE):
+    """Variance exploding SDE, eq. (16): dx = sqrt(d sigma^2 / dt) dW, no drift.
+
+    sigma(t) = sigma_min (sigma_max / sigma_min)^t (Song et al. 2021), so
+    g(t) = sigma(t) sqrt(2 log(sigma_max / sigma_min)). Started at a data point at t = 0,
+    the variance grows by int_0^t g^2 = sigma(t)^2 - sigma_min^2: that is ``std(t)^2``.
+    (score_sde uses sigma(t) itself, i.e. it treats the data as already blurred by
+    sigma_min; the difference is sigma_min^2 = 1e-4.) The prior is N(0, sigma_max^2 I).
+    """
+
+    def __init__(self, sigma_min=0.01, sigma_max=50.0):
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.prior_std = self.sigma_max
+
+    def sigma(self, t):
+        """The noise scale sigma(t) of eq. (16)."""
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** self.check_time(t)
+
+    def beta(self, t):
+        return torch.zeros_like(self.check_time(t))  # no drift
+
+    def diffusion_coeff(self, t):
+        return self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
+
+    def mean_coeff(self, t):
+        return torch.ones_like(self.check_time(t))
+
+    def std(self, t):
+        return torch.sqrt(self.sigma(t) ** 2 - self.sigma_min**2)
+
+
+def ddpm_betas(beta_start=0.00085, beta_end=0.012, num_steps=1000, kind="scaled_linear"):
+    """The discrete betas of a DDPM schedule, float64, shape (num_steps,).
+
+    "linear": DDPM's linspace(beta_start, beta_end) (Ho et al. 2020 used 1e-4 to 0.02).
+    "scaled_linear": linspace(sqrt(beta_start), sqrt(beta_end))^2, the schedule of Stable
+    Diffusion 1.x and SDXL with their defaults 0.00085 and 0.012.
+    """
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    if not 0 < beta_start <= beta_end < 1:
+        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+    if kind == "linear":
+        return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+    if kind == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2
+    raise ValueError(f"unknown schedule kind {kind!r}; use 'linear' or 'scaled_linear'")
+
+
+class DiscreteVP(_LinearSDE):
+    """A discrete DDPM schedule seen as a VP SDE on t in [0, 1].
+
+    Step n = 1..N sits at t_n = n / N and has alpha_bar_n = prod_{k<=n} (1 - beta_k)
+    (diffusers' ``alphas_cumprod[n - 1]``; timestep index n - 1). Between grid points
+    log alpha_bar is linear in t, which makes beta(t) = -d log alpha_bar / dt piecewise
+    constant, = -N log(1 - beta_n) ~ N beta_n: a VP SDE whose marginals hit the discrete
+    ones exactly at every t_n. So every sampler in ``oldschool.samplers`` runs on it.
+    """
+
+    def __init__(self, betas):
+        if not isinstance(betas, torch.Tensor) or betas.dim() != 1 or len(betas) < 1:
+            raise ValueError("betas must be a 1-D tensor of length >= 1")
+        if not ((betas > 0) & (betas < 1)).all():
+            raise ValueError("every beta must lie in (0, 1)")
+        self.betas = betas.to(torch.float64)
+        self.num_steps = len(betas)
+        self.alpha_bar = torch.cumprod(1 - self.betas, 0)  # (N,)
+        zero = self.betas.new_zeros(1)
+        self._log_alpha_bar = torch.cat([zero, torch.log(self.alpha_bar)])  # (N + 1,) at t = 0, 1/N, ..., 1
+
+    @classmethod
+    def stable_diffusion(cls):
+        """The SD 1.x / SDXL schedule: scaled_linear, 0.00085 to 0.012, 1000 steps."""
+        return cls(ddpm_betas(0.00085, 0.012, 1000, "scaled_linear"))
+
+    def t_of_index(self, n):
+        """The time t_n = n / N of step n (1-based as in DDPM; diffusers' timestep is n - 1)."""
+        return n / self.num_steps
+
+    def _segment(self, t):
+        t = self.check_time(t)
+        u = t.double() * self.num_steps
+        n = u.floor().clamp(max=self.num_steps - 1).long()  # segment [t_n, t_{n+1}]
+        return t, n, u - n
+
+    def log_mean_coeff(self, t):
+        t, n, frac = self._segment(t)
+        table = self._log_alpha_bar.to(t.device)
+        log_alpha_bar = table[n] + frac * (table[n + 1] - table[n])
+        return (0.5 * log_alpha_bar).to(t.dtype)
+
+    def beta(self, t):
+        t, n, _ = self._segment(t)
+        table = self._log_alpha_bar.to(t.device)
+        return (-(table[n + 1] - table[n]) * self.num_steps).to(t.dtype)
+
+    def diffusion_coeff(self, t):
+        return torch.sqrt(self.beta(t))
+
+    def mean_coeff(self, t):
+        return torch.exp(self.log_mean_coeff(t))
+
+    def std(self, t):
+        return torch.sqrt(-torch.expm1(2 * self.log_mean_coeff(t)))
+
+
+class ReverseSDE:
+    """The reverse-time process of a forward SDE given a score function (eqs. (17), (18)).
+
+    dx = [f(x, t) - g(t)^2 score(x, t)] dt + g(t) dW_bar   (eq. (17); dt < 0, t runs T -> 0)
+    dx = [f(x, t) - 1/2 g(t)^2 score(x, t)] dt              (eq. (18), ``probability_flow``)
+
+    ``score_fn(x, t)`` takes t of shape (B,) and returns a tensor shaped like x.
+    """
+
+    def __init__(self, forward, score_fn, probability_flow=False):
+        if not callable(score_fn):
+            raise TypeError("score_fn must be callable as score_fn(x, t)")
+        self.forward, self.score_fn, self.probability_flow = forward, score_fn, probability_flow
+        self.T = forward.T
+
+    def sde(self, x, t):
+        """(drift, diffusion) of the reverse process at (x, t); diffusion is 0 for the ODE."""
+        t = self.forward.check_time(t, x)
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t  # score_fn gets t of shape (B,)
+        drift, diffusion = self.forward.sde(x, t)
+        score = self.score_fn(x, t)
+        if score.shape != x.shape:
+            raise ValueError(f"score_fn returned shape {tuple(score.shape)} for x of shape {tuple(x.shape)}")
+        weight = 0.5 if self.probability_flow else 1.0
+        drift = drift - weight * diffusion**2 * score
+        return drift, torch.zeros_like(diffusion) if self.probability_flow else diffusion
