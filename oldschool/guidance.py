@@ -1,0 +1,103 @@
+"""A class-conditional U-Net that reads its label through cross-attention, and classifier-free guidance.
+
+    model = ClassConditionalUNet(unet.tiny_unet(), num_classes=10)
+    loss, parts = cfg_loss(model, (x0, labels), sde, p_uncond=0.1)        # train
+    score_fn = nets.score_fn_from_model(guided_eps(model, labels, scale=3.0), sde)   # sample
+
+The label becomes a short sequence of context tokens, [start, label], that the U-Net's
+cross-attention layers attend to, exactly where SD puts the CLIP text tokens. The start token
+is the same for every label (like CLIP's beginning-of-text token): with a single context token
+the softmax over keys would be 1 everywhere and cross-attention would reduce to adding a
+per-label bias; with two, every pixel chooses how much to read from the label.
+
+Classifier-free guidance (Ho & Salimans 2022): train one network both with the label and, for
+a fraction ``p_uncond`` of the batch, with the *null* label; at sampling time extrapolate
+
+    eps_guided = eps(x, t, null) + w (eps(x, t, label) - eps(x, t, null)),
+
+w = 1 being the plain conditional model and w > 1 pushing samples towards what makes them
+that label (SD's ``guidance_scale`` is this w; Ho & Salimans write it as 1 + w).
+"""
+
+import torch
+import torch.nn as nn
+
+from .nets import dsm_loss
+
+
+class LabelTokens(nn.Module):
+    """Context tokens (B, 2, dim) for labels (B,): [a learned start token, the label's token].
+
+    Label ``num_classes`` is the null label, the "empty prompt" of classifier-free guidance.
+    """
+
+    def __init__(self, num_classes, dim):
+        super().__init__()
+        self.num_classes = num_classes
+        self.start = nn.Parameter(torch.randn(1, 1, dim))  # one token shared by every label
+        self.label = nn.Embedding(num_classes + 1, dim)  # the last row is the null label
+
+    def forward(self, labels):
+        start = self.start.expand(labels.shape[0], 1, -1)  # (B, 1, dim)
+        return torch.cat([start, self.label(labels)[:, None, :]], dim=1)  # (B, 2, dim)
+
+
+class ClassConditionalUNet(nn.Module):
+    """eps_theta(x_t, t, label): a ``UNet2DCondition`` whose context is the label's tokens.
+
+    t is the continuous time in [0, 1] of an ``oldschool.sde`` SDE; the U-Net sees the
+    timestep ``time_scale * t`` (1000 t: the scale of SD's discrete steps 0..999).
+    """
+
+    def __init__(self, unet, num_classes, time_scale=1000.0):
+        super().__init__()
+        self.unet = unet
+        self.tokens = LabelTokens(num_classes, unet.config.cross_attention_dim)
+        self.num_classes, self.time_scale = num_classes, time_scale
+
+    @property
+    def null_label(self):
+        return self.num_classes
+
+    def check_labels(self, labels, batch):
+        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or labels.shape != (batch,):
+            raise ValueError(f"labels must be a long tensor of shape ({batch},), got {getattr(labels, 'shape', labels)}")
+        if labels.min() < 0 or labels.max() > self.num_classes:
+            raise ValueError(f"labels must lie in 0..{self.num_classes} ({self.num_classes} = null), "
+                             f"got {int(labels.min())}..{int(labels.max())}")
+
+    def forward(self, x, t, labels):
+        self.check_labels(labels, x.shape[0])
+        return self.unet(x, self.time_scale * t, self.tokens(labels))
+
+
+def drop_labels(labels, p_uncond, null_label, generator=None):
+    """Replace each label by ``null_label`` with probability ``p_uncond`` (label dropout)."""
+    if not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
+    drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p_uncond
+    return torch.where(drop, torch.full_like(labels, null_label), labels)
+
+
+def cfg_loss(model, batch, sde, *, p_uncond=0.1, generator=None):
+    """The eps-prediction loss (``nets.dsm_loss``) with label dropout; returns (loss, parts).
+
+    batch = (x0 (B, C, H, W), labels (B,)). ``parts`` adds ``p_null``, the fraction of the
+    batch trained unconditionally.
+    """
+    x0, labels = batch
+    labels = drop_labels(labels, p_uncond, model.null_label, generator)
+    loss, parts = dsm_loss(lambda x_t, t: model(x_t, t, labels), x0, sde, "eps", generator=generator)
+    return loss, {**parts, "p_null": (labels == model.null_label).float().mean()}
+
+
+def guided_eps(model, labels, scale):
+    """eps_fn(x, t) = eps(x, t, null) + scale (eps(x, t, labels) - eps(x, t, null)), one batched call."""
+
+    def eps_fn(x, t):
+        model.check_labels(labels, x.shape[0])
+        null = torch.full_like(labels, model.null_label)
+        eps_cond, eps_null = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+        return eps_null + scale * (eps_cond - eps_null)
+
+    return eps_fn
