@@ -56,6 +56,53 @@ CHAPTERS = {
         "cpu": dict(steps=1500, batch_size=128, hidden=256, lr=2e-3, latent_dim=2, mc_samples=20_000),
         "gpu": dict(steps=8000, batch_size=256, hidden=512, lr=1e-3, latent_dim=2, mc_samples=200_000),
     },
+    "ch2": {  # sigma: the decoder's std; is_*: importance-sampled log p(x); sweep_*: the beta sweep
+        "cpu": dict(steps=3000, batch_size=128, hidden=256, lr=2e-3, latent_dim=2, sigma=0.3, mc_samples=20_000,
+                    is_images=300, is_samples=1000, sweep_latent_dim=8, sweep_hidden=128, sweep_steps=1000,
+                    betas=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0)),
+        "gpu": dict(steps=20_000, batch_size=256, hidden=512, lr=1e-3, latent_dim=2, sigma=0.3, mc_samples=200_000,
+                    is_images=1797, is_samples=5000, sweep_latent_dim=16, sweep_hidden=512, sweep_steps=10_000,
+                    betas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)),
+    },
+    "ch3": {  # a small KL-f4 on photo patches; beta1_steps: the beta = 1 run; perceptual_weight: LPIPS in the loss
+        "cpu": dict(patch=32, n_train=4096, n_val=256, block_out_channels=(16, 32, 32), layers_per_block=1,
+                    norm_num_groups=8, steps=300, beta1_steps=150, batch_size=16, lr=2e-3, ema_decay=0.99,
+                    perceptual_weight=0.0, lpips_net="alex"),
+        "gpu": dict(patch=64, n_train=16_384, n_val=1024, block_out_channels=(64, 128, 256), layers_per_block=2,
+                    norm_num_groups=32, steps=4000, beta1_steps=2000, batch_size=32, lr=1e-3, ema_decay=0.999,
+                    perceptual_weight=1.0, lpips_net="vgg"),
+    },
+    "ch4": {  # a ScoreMLP trained on 2-D data; n_*: data set and sample sizes; sample_steps: sampler steps
+        "cpu": dict(steps=2000, batch_size=512, hidden=128, layers=3, embed_dim=64, lr=2e-3, ema_decay=0.995,
+                    n_data=20_000, n_samples=2000, sample_steps=200),
+        "gpu": dict(steps=20_000, batch_size=2048, hidden=256, layers=4, embed_dim=128, lr=1e-3, ema_decay=0.999,
+                    n_data=200_000, n_samples=20_000, sample_steps=1000),
+    },
+    "ch5": {  # n_particles: forward simulation; step_counts: the reverse-SDE sweep; the rest: the DSM ScoreMLP
+        "cpu": dict(n_particles=4000, sim_steps=500, n_samples=4000, step_counts=(10, 30, 100, 300),
+                    steps=1500, batch_size=512, hidden=128, layers=3, embed_dim=64, lr=2e-3, ema_decay=0.995,
+                    n_data=20_000, sample_steps=200, n_paths=20, frames=25),
+        "gpu": dict(n_particles=100_000, sim_steps=1000, n_samples=20_000, step_counts=(10, 30, 100, 300, 1000),
+                    steps=20_000, batch_size=2048, hidden=256, layers=4, embed_dim=128, lr=1e-3, ema_decay=0.999,
+                    n_data=200_000, sample_steps=1000, n_paths=30, frames=60),
+    },
+    "ch6": {  # n_*: particles per check; step_counts: the solver sweep; the rest: the DSM ScoreMLP (as ch5)
+        "cpu": dict(n_samples=2000, n_ode=200, step_counts=(10, 20, 40, 80, 160, 320),
+                    tolerances=(1e-3, 1e-4, 1e-5, 1e-6, 1e-7), steps=1500, batch_size=512, hidden=128, layers=3, embed_dim=64, lr=2e-3, ema_decay=0.995,
+                    n_data=20_000, sample_steps=100, n_paths=20, frames=25),
+        "gpu": dict(n_samples=20_000, n_ode=2000, step_counts=(10, 20, 40, 80, 160, 320, 640, 1280),
+                    tolerances=(1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8), steps=20_000, batch_size=2048, hidden=256,
+                    layers=4, embed_dim=128, lr=1e-3, ema_decay=0.999, n_data=200_000, sample_steps=500, n_paths=30,
+                    frames=60),
+    },
+    "ch7": {  # a class-conditional tiny U-Net on the 8x8 digits; guidance_scales: the CFG grid
+        "cpu": dict(channels=(16, 32, 32), layers_per_block=1, heads=2, context_dim=32, groups=8, steps=600,
+                    batch_size=64, lr=3e-3, ema_decay=0.995, p_uncond=0.1, sample_steps=30, per_class=6,
+                    guidance_scales=(0.0, 1.0, 2.0, 4.0)),
+        "gpu": dict(channels=(64, 128, 128), layers_per_block=2, heads=4, context_dim=64, groups=32, steps=8000,
+                    batch_size=256, lr=1e-3, ema_decay=0.999, p_uncond=0.1, sample_steps=100, per_class=10,
+                    guidance_scales=(0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)),
+    },
 }
 
 
