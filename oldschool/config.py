@@ -69,7 +69,7 @@ CHAPTERS = {
                     norm_num_groups=8, steps=300, beta1_steps=150, batch_size=16, lr=2e-3, ema_decay=0.99,
                     perceptual_weight=0.0, lpips_net="alex"),
         "gpu": dict(patch=64, n_train=16_384, n_val=1024, block_out_channels=(64, 128, 256), layers_per_block=2,
-                    norm_num_groups=32, steps=4000, beta1_steps=2000, batch_size=32, lr=1e-3, ema_decay=0.999,
+                    norm_num_groups=32, steps=3000, beta1_steps=1500, batch_size=32, lr=1e-3, ema_decay=0.999,
                     perceptual_weight=1.0, lpips_net="vgg"),
     },
     "ch4": {  # a ScoreMLP trained on 2-D data; n_*: data set and sample sizes; sample_steps: sampler steps
