@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .autoencoder_kl import Upsample  # the VAE decoder's block, reused by the up path: nearest x2, then a 3x3 conv
+
 
 class TimestepEmbedding(nn.Module):
     """The MLP that turns the sinusoidal features into the embedding every ResBlock receives."""
@@ -175,14 +177,3 @@ class Downsample(nn.Module):
 
     def forward(self, x):
         return self.conv(x)  # (B, C, H/2, W/2)
-
-
-class Upsample(nn.Module):
-    """Double H and W by nearest-neighbour repetition, then a 3x3 conv."""
-
-    def __init__(self, channels):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C, 2H, 2W)
