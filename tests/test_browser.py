@@ -222,8 +222,10 @@ OVERFLOW = r"""() => {
         for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
             const s = getComputedStyle(a);
             if (['auto', 'scroll', 'hidden', 'clip'].includes(s.overflowX)) {
+                // a box that scrolls or clips, inside the window, holds it; a clipping box that
+                // itself sticks out (MathJax's span.math in a wide table) defers to its own boxes
                 const r = a.getBoundingClientRect();
-                return r.left >= -1 && r.right <= vw + 1;
+                if (r.left >= -1 && r.right <= vw + 1) return true;
             }
             if (s.position === 'fixed') return true;   // drawers and overlays, off-canvas on phones
         }
