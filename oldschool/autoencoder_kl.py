@@ -20,13 +20,13 @@ layout onto the modules here (the key map is data: ``DIFFUSERS_KEY_MAP``). The l
 models were trained with (notes eq. (11), as latent-diffusion implements it) is ``KLAutoencoderLoss``.
 """
 
-import re
 from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import checkpoints
 from .gaussians import DiagonalGaussian
 
 GROUP_NORM_EPS = 1e-6  # every GroupNorm of the published VAEs uses eps = 1e-6
@@ -368,7 +368,7 @@ def shape_trace(model, x):
 
 # ---- loading published weights (diffusers' key layout) ---------------------------------------
 
-# (pattern in a diffusers checkpoint key, our name); applied in order with re.sub. Data, not dispatch.
+# (pattern in a diffusers checkpoint key, our name); applied in order by checkpoints.rename_key. Data, not dispatch.
 DIFFUSERS_KEY_MAP = (
     (r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out."),
     (r"^encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.levels.\1.resnets."),
@@ -390,9 +390,7 @@ DIFFUSERS_KEY_MAP = (
 
 def diffusers_key_to_ours(key):
     """Our parameter name for a key of diffusers' ``AutoencoderKL`` state dict."""
-    for pattern, ours in DIFFUSERS_KEY_MAP:
-        key = re.sub(pattern, ours, key)
-    return key
+    return checkpoints.rename_key(key, DIFFUSERS_KEY_MAP)
 
 
 def load_diffusers_state_dict(model, state_dict):
@@ -400,36 +398,20 @@ def load_diffusers_state_dict(model, state_dict):
 
     Every key must map onto one of ours with the same shape, and every one of ours must be
     given; otherwise a ValueError lists the missing keys, the unexpected ones and the shape
-    mismatches. A model built on the "meta" device receives the tensors themselves (no copy).
-    Returns ``model``.
+    mismatches (``checkpoints.load_renamed``). A model built on the "meta" device receives
+    the tensors themselves (no copy). Returns ``model``.
     """
     if not isinstance(model, AutoencoderKL):
         raise TypeError(f"model must be an oldschool AutoencoderKL, got {type(model).__name__}")
-    ours = model.state_dict()
-    mapped, unexpected, mismatched = {}, [], []
-    for key, tensor in state_dict.items():
-        name = diffusers_key_to_ours(key)
-        if name not in ours:
-            unexpected.append(key)
-        elif tuple(tensor.shape) != tuple(ours[name].shape):
-            mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(ours[name].shape)}")
-        else:
-            mapped[name] = tensor
-    missing = sorted(set(ours) - set(mapped) - {diffusers_key_to_ours(k) for k in state_dict})
-    if missing or unexpected or mismatched:
-        lines = []
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if items:
-                lines.append(f"{len(items)} {title}: " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
-        hint = ""
-        if any(k.startswith(("encoder.down.", "decoder.up.")) for k in unexpected):
-            hint = ("\nThis looks like an original latent-diffusion/FLUX checkpoint (encoder.down.N.block...); "
-                    "use the repository's diffusers file (vae/diffusion_pytorch_model.safetensors).")
-        raise ValueError("state dict does not fit this AutoencoderKL (diffusers key layout expected):\n"
-                         + "\n".join(lines) + hint)
-    on_meta = any(p.is_meta for p in model.parameters())
-    model.load_state_dict(mapped, strict=True, assign=on_meta)
-    return model
+    try:
+        return checkpoints.load_renamed(model, state_dict, DIFFUSERS_KEY_MAP,
+                                        "this AutoencoderKL (diffusers key layout expected)")
+    except ValueError as error:
+        if any(k.startswith(("encoder.down.", "decoder.up.")) for k in state_dict):
+            raise ValueError(f"{error}\nThis looks like an original latent-diffusion/FLUX checkpoint "
+                             "(encoder.down.N.block...); use the repository's diffusers file "
+                             "(vae/diffusion_pytorch_model.safetensors).") from None
+        raise
 
 
 def load_diffusers_file(model, path):

@@ -16,13 +16,13 @@ channels; SDXL: 5/10/20 heads of 64 channels). ``load_diffusers_state_dict`` rea
 diffusers' layout through ``DIFFUSERS_KEY_MAP``, a table of renamings.
 """
 
-import re
 from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import checkpoints
 from .nets import sinusoidal_embedding
 from .unet_blocks import Downsample, ResBlock, TimestepEmbedding, Transformer2D, Upsample
 
@@ -317,7 +317,7 @@ def tiny_unet(**kwargs):
 
 # ---- checkpoints in diffusers' layout ------------------------------------------------------
 
-# diffusers name pattern -> our name. Data, applied in order by ``diffusers_to_ours``.
+# diffusers name pattern -> our name. Data, applied in order by ``checkpoints.rename_key``.
 DIFFUSERS_KEY_MAP = (
     (r"\.downsamplers\.0\.", ".downsample."),
     (r"\.upsamplers\.0\.", ".upsample."),
@@ -333,9 +333,7 @@ DIFFUSERS_KEY_MAP = (
 
 def diffusers_to_ours(key):
     """Our parameter name for a diffusers checkpoint key (e.g. ``...attn2.to_out.0.weight``)."""
-    for pattern, replacement in DIFFUSERS_KEY_MAP:
-        key = re.sub(pattern, replacement, key)
-    return key
+    return checkpoints.rename_key(key, DIFFUSERS_KEY_MAP)
 
 
 def load_diffusers_state_dict(model, state_dict):
@@ -343,22 +341,10 @@ def load_diffusers_state_dict(model, state_dict):
 
     Every key is renamed through ``DIFFUSERS_KEY_MAP``. Refuses, naming the keys: weights the
     model needs but the checkpoint lacks, checkpoint keys the model has no place for, and
-    shape mismatches. A model built on the meta device receives the tensors themselves.
+    shape mismatches (``checkpoints.load_renamed``). A model built on the meta device
+    receives the tensors themselves.
     """
-    ours = model.state_dict()
-    renamed = {diffusers_to_ours(k): (k, v) for k, v in state_dict.items()}
-    missing = sorted(set(ours) - set(renamed))
-    unexpected = sorted(key for name, (key, _) in renamed.items() if name not in ours)
-    mismatched = [f"{key} {tuple(v.shape)} -> {name} {tuple(ours[name].shape)}"
-                  for name, (key, v) in renamed.items() if name in ours and v.shape != ours[name].shape]
-    problems = [f"{label} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
-                if keys]
-    if problems:
-        raise ValueError("the checkpoint does not fit this U-Net; " + "; ".join(problems))
-    on_meta = any(p.is_meta for p in model.parameters())
-    model.load_state_dict({name: v for name, (_, v) in renamed.items()}, strict=True, assign=on_meta)
-    return model
+    return checkpoints.load_renamed(model, state_dict, DIFFUSERS_KEY_MAP, "this U-Net")
 
 
 def config_dict(config):

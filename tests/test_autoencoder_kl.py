@@ -121,9 +121,9 @@ def test_loading_reports_missing_unexpected_and_mismatched_keys():
     with pytest.raises(ValueError) as info:
         ak.load_diffusers_state_dict(ours, state)
     message = str(info.value)
-    assert "1 missing: decoder.conv_in.bias" in message
-    assert "1 unexpected: encoder.extra.weight" in message
-    assert "quant_conv.weight: checkpoint (8, 8, 3, 3) vs model (8, 8, 1, 1)" in message
+    assert "missing (1): decoder.conv_in.bias" in message
+    assert "unexpected (1): encoder.extra.weight" in message
+    assert "quant_conv.weight (8, 8, 3, 3) -> quant_conv.weight (8, 8, 1, 1)" in message
 
 
 def test_old_attention_key_names_load_too():
