@@ -525,7 +525,8 @@
   }
 
   function mount(rootEl, config) {
-    // config: {mixture, view, controls: {name: {label, options, value}}, n_paths, t_min, lim}.
+    // config: {mixture, view, controls: {name: {kind, label, options, value}}, n_paths, t_min,
+    // lim (the samples' box), path_lim (the paths' y range)}.
     rootEl.textContent = "";
     rootEl.classList.add("oldschool-explorer");
     const bar = element("div", { class: "oldschool-explorer-controls" }, rootEl);
@@ -587,16 +588,16 @@
         left.title.textContent = "reverse SDE, eq. (17), Euler-Maruyama";
         right.title.textContent = "probability-flow ODE, eq. (18), Heun";
         samples.title.textContent = "SDE (orange), ODE (blue)";
-        draw_paths(left.canvas, config.mixture, run.path, run.left, config.lim);
-        draw_paths(right.canvas, config.mixture, run.path, run.right, config.lim);
+        draw_paths(left.canvas, config.mixture, run.path, run.left, config.path_lim);
+        draw_paths(right.canvas, config.mixture, run.path, run.right, config.path_lim);
         draw_samples(samples.canvas, config.mixture, [{ x: run.left.x, color: C1 }, { x: run.right.x, color: C0 }],
                      config.lim);
       } else {
         left.title.textContent = "forward " + name;
         right.title.textContent = "reverse: " + s.sampler + ", " + s.steps + " steps";
         samples.title.textContent = "samples: SW " + run.sw.toFixed(3) + ", NFE " + run.nfe;
-        draw_paths(left.canvas, config.mixture, run.path, run.left, config.lim);
-        draw_paths(right.canvas, config.mixture, run.path, run.right, config.lim);
+        draw_paths(left.canvas, config.mixture, run.path, run.left, config.path_lim);
+        draw_paths(right.canvas, config.mixture, run.path, run.right, config.path_lim);
         draw_samples(samples.canvas, config.mixture, [{ x: run.right.x, color: C1 }], config.lim);
       }
       const ms = performance.now() - start;

@@ -104,14 +104,15 @@ STYLE = """
 """
 
 
-def live_explorer(mixture, *, view="sde", t_min=1e-3, n_paths=20, lim=1.3, **defaults):
+def live_explorer(mixture, *, view="sde", t_min=1e-3, n_paths=20, lim=1.3, path_lim=2.0, **defaults):
     """The live (in-page JavaScript) explorer of forward and reverse trajectories on ``mixture``.
 
     view: "sde" (chapter 5: forward paths, reverse paths of the chosen sampler, samples with
     their SW distance and NFE) or "sde_vs_ode" (chapter 6: reverse SDE with Euler-Maruyama and
     probability-flow ODE with Heun from the same prior noise, and both samples).
     defaults: starting values of the controls (keys of ``DEFAULTS``), each on its grid.
-    t_min: the samplers' end time; n_paths: paths drawn per panel; lim: the plotted box.
+    t_min: the samplers' end time; n_paths: paths drawn per panel; lim: the samples' box;
+    path_lim: the paths panels' range of x_1 / sqrt(alpha^2 + sigma^2).
     Math: notes eqs. (14)-(18); Song et al. 2021; the score is the mixture's exact one.
     Returns an object that a notebook displays as HTML (Jupyter, Colab, the static page).
     """
@@ -139,5 +140,6 @@ def live_explorer(mixture, *, view="sde", t_min=1e-3, n_paths=20, lim=1.3, **def
             controls[name] = {"kind": "select", "label": LABELS[name], "options": list(options),
                               "value": values[name]}
     config = {"mixture": mixture_json(mixture), "view": view, "controls": controls,
-              "t_min": float(t_min), "n_paths": int(n_paths), "lim": float(lim)}
+              "t_min": float(t_min), "n_paths": int(n_paths), "lim": float(lim),
+              "path_lim": float(path_lim)}
     return LiveExplorer(config)
