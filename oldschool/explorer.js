@@ -29,7 +29,7 @@
     const beta = (t) => beta_min + t * (beta_max - beta_min);
     const log_alpha = (t) => -0.5 * t * beta_min - 0.25 * t * t * (beta_max - beta_min);
     return GaussianPath("VPSDE", {
-      beta: beta, log_alpha: log_alpha,
+      params: [beta_min, beta_max], beta: beta, log_alpha: log_alpha,
       alpha: (t) => Math.exp(log_alpha(t)),
       sigma: (t) => Math.sqrt(-Math.expm1(2 * log_alpha(t))), // sqrt(1 - alpha^2)
       lam: (t) => 2 * log_alpha(t) - Math.log(-Math.expm1(2 * log_alpha(t))),
@@ -42,7 +42,7 @@
     // Song et al. 2021, eq. (29): VP's drift, g^2 = beta (1 - alpha^4), sigma = 1 - alpha^2.
     const vp = VPSDE(beta_min, beta_max);
     return GaussianPath("SubVPSDE", {
-      beta: vp.beta, log_alpha: vp.log_alpha, alpha: vp.alpha, f: vp.f,
+      params: [beta_min, beta_max], beta: vp.beta, log_alpha: vp.log_alpha, alpha: vp.alpha, f: vp.f,
       sigma: (t) => -Math.expm1(2 * vp.log_alpha(t)),
       lam: (t) => 2 * (vp.log_alpha(t) - Math.log(-Math.expm1(2 * vp.log_alpha(t)))),
       g2: (t) => vp.beta(t) * -Math.expm1(4 * vp.log_alpha(t)),
@@ -54,7 +54,7 @@
     // sigma(t)^2 = s(t)^2 - sigma_min^2 (started at a data point), prior N(0, sigma_max^2).
     const noise_scale = (t) => sigma_min * Math.pow(sigma_max / sigma_min, t);
     return GaussianPath("VESDE", {
-      noise_scale: noise_scale, prior_std: sigma_max,
+      params: [sigma_min, sigma_max], noise_scale: noise_scale, prior_std: sigma_max,
       alpha: (t) => 1.0,
       sigma: (t) => Math.sqrt(noise_scale(t) ** 2 - sigma_min ** 2),
       f: (t) => 0.0,
@@ -66,7 +66,7 @@
     // Rectified flow (chapter 8): alpha = 1 - t, sigma = t, so f = -1 / (1 - t) and
     // g^2 = d sigma^2 / dt - 2 f sigma^2 = 2 t / (1 - t), which blows up at t = 1.
     return GaussianPath("LinearPath", {
-      alpha: (t) => 1 - t,
+      params: [], alpha: (t) => 1 - t,
       sigma: (t) => t,
       f: (t) => -1 / (1 - t),
       g2: (t) => 2 * t / (1 - t),
@@ -422,30 +422,42 @@
     return Math.sqrt(path.alpha(t) ** 2 + path.sigma(t) ** 2); // coordinates shown / sqrt(a^2 + s^2)
   }
 
+  const density_images = new WeakMap(); // canvas -> {key, image}: kept while only paths change
+
+  function density_image(mixture, path, t_lo, t_hi, cols, rows, lim) {
+    // An offscreen canvas of p_t(x_1 = k y) k over (t, y), k = sqrt(alpha^2 + sigma^2), magma.
+    const ys = Array.from({ length: rows }, (_, r) => lim - (r + 0.5) * 2 * lim / rows);
+    const image = [];
+    let top = 0;
+    for (let c = 0; c < cols; c++) { // one column of the density image per time
+      const t = t_lo + (c + 0.5) * (t_hi - t_lo) / cols, k = scale_of(path, t);
+      const col = coordinate_log_prob(mixture, path, t, 0, ys.map((y) => k * y)).map((l) => k * Math.exp(l));
+      col.forEach((v) => { if (v > top) top = v; });
+      image.push(col);
+    }
+    const off = document.createElement("canvas");
+    off.width = cols; off.height = rows;
+    const octx = off.getContext("2d"), img = octx.createImageData(cols, rows);
+    for (let c = 0; c < cols; c++) for (let r = 0; r < rows; r++) {
+      const rgb = magma(image[c][r] / top), o = 4 * (r * cols + c);
+      img.data[o] = rgb[0]; img.data[o + 1] = rgb[1]; img.data[o + 2] = rgb[2]; img.data[o + 3] = 255;
+    }
+    octx.putImageData(img, 0, 0);
+    return off;
+  }
+
   function draw_paths(canvas, mixture, path, rec, lim) {
     // Coordinate 1 of the recorded paths over the exact p_t of coordinate 1, both normalized.
     const ctx = canvas.getContext("2d"), box = frame(canvas);
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     const ts = rec.ts, t_lo = Math.min(ts[0], ts[ts.length - 1]), t_hi = Math.max(ts[0], ts[ts.length - 1]);
     const cols = Math.min(box.w, 120), rows = Math.min(box.h, 100);
-    const ys = Array.from({ length: rows }, (_, r) => lim - (r + 0.5) * 2 * lim / rows);
-    const image = [], top = { v: 0 };
-    for (let c = 0; c < cols; c++) { // one column of the density image per time
-      const t = t_lo + (c + 0.5) * (t_hi - t_lo) / cols, k = scale_of(path, t);
-      const col = coordinate_log_prob(mixture, path, t, 0, ys.map((y) => k * y)).map((l) => k * Math.exp(l));
-      col.forEach((v) => { if (v > top.v) top.v = v; });
-      image.push(col);
-    }
-    const img = ctx.createImageData(cols, rows);
-    for (let c = 0; c < cols; c++) for (let r = 0; r < rows; r++) {
-      const rgb = magma(image[c][r] / top.v), o = 4 * (r * cols + c);
-      img.data[o] = rgb[0]; img.data[o + 1] = rgb[1]; img.data[o + 2] = rgb[2]; img.data[o + 3] = 255;
-    }
-    const off = document.createElement("canvas");
-    off.width = cols; off.height = rows;
-    off.getContext("2d").putImageData(img, 0, 0);
+    const key = JSON.stringify([path.name, path.params, t_lo, t_hi, cols, rows, lim]);
+    const cached = density_images.get(canvas);
+    if (!cached || cached.key !== key)
+      density_images.set(canvas, { key: key, image: density_image(mixture, path, t_lo, t_hi, cols, rows, lim) });
     ctx.imageSmoothingEnabled = true;
-    ctx.drawImage(off, box.x, box.y, box.w, box.h);
+    ctx.drawImage(density_images.get(canvas).image, box.x, box.y, box.w, box.h);
     const px = (t) => box.x + box.w * (t - t_lo) / (t_hi - t_lo);
     const py = (y) => box.y + box.h * (lim - y) / (2 * lim);
     const scales = ts.map((t) => scale_of(path, t));
@@ -603,6 +615,7 @@
       const ms = performance.now() - start;
       rootEl.dataset.redraws = String(+(rootEl.dataset.redraws || 0) + 1);
       rootEl.dataset.redrawMs = ms.toFixed(1);
+      rootEl.dataset.setting = key;
       status.textContent = "Live in this page (JavaScript, exact score): " + name + ", " + s.n_points +
         " particles x " + s.steps + " steps, redrawn in " + ms.toFixed(0) + " ms.";
     }

@@ -11,6 +11,7 @@ DRAWING = r"""root => ({
     titles: [...root.querySelectorAll('figcaption')].map(f => f.textContent),
     redraws: +(root.dataset.redraws || 0),
     ms: +(root.dataset.redrawMs || NaN),
+    setting: JSON.parse(root.dataset.setting || 'null'),
 })"""
 
 # The SDE kind each control needs to act on the drawing (the others are disabled then).
@@ -34,19 +35,22 @@ def _wait_for_redraw(root, before, timeout=15000):
                                 arg=[root.element_handle(), before], timeout=timeout)
 
 
-def move(root, name):
-    """Move control ``name`` of the explorer ``root`` one notch, as a reader would (keyboard
-    on a slider, a new option in a menu); returns the drawing after the redraw."""
+def move(root, name, direction=1):
+    """Move control ``name`` of the explorer ``root`` one notch, as a reader would (arrow keys
+    on a slider, the next option in a menu; ``direction`` -1: the other way, and the other way
+    at either end); returns the drawing after the redraw."""
     control = root.locator(f'label[data-control="{name}"]').locator("input, select")
     before = drawing(root)["redraws"]
     if control.evaluate("el => el.tagName") == "SELECT":
         options = control.evaluate("el => [...el.options].map(o => o.value)")
-        current = control.input_value()
-        control.select_option(next(o for o in options if o != current))
+        i = options.index(control.input_value())
+        control.select_option(options[(i + direction) % len(options)])
     else:
-        at_end = control.evaluate("el => +el.value === +el.max")
+        value, top = control.evaluate("el => [+el.value, +el.max]")
+        if not 0 <= value + direction <= top:
+            direction = -direction
         control.focus()
-        control.press("ArrowLeft" if at_end else "ArrowRight")
+        control.press("ArrowRight" if direction > 0 else "ArrowLeft")
     _wait_for_redraw(root, before)
     return drawing(root)
 
