@@ -541,6 +541,8 @@
     // lim (the samples' box), path_lim (the paths' y range)}.
     rootEl.textContent = "";
     rootEl.classList.add("oldschool-explorer");
+    element("div", { class: "oldschool-explorer-header" }, rootEl,
+            "Live version: it runs in this page (JavaScript, exact score), with or without a kernel.");
     const bar = element("div", { class: "oldschool-explorer-controls" }, rootEl);
     const inputs = {};
     Object.keys(config.controls).forEach((name) => {
@@ -616,8 +618,8 @@
       rootEl.dataset.redraws = String(+(rootEl.dataset.redraws || 0) + 1);
       rootEl.dataset.redrawMs = ms.toFixed(1);
       rootEl.dataset.setting = key;
-      status.textContent = "Live in this page (JavaScript, exact score): " + name + ", " + s.n_points +
-        " particles x " + s.steps + " steps, redrawn in " + ms.toFixed(0) + " ms.";
+      status.textContent = name + ", " + s.n_points + " particles x " + s.steps + " steps: redrawn in " +
+        ms.toFixed(0) + " ms.";
     }
 
     const schedule = () => {

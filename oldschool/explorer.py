@@ -101,6 +101,7 @@ STYLE = """
 .oldschool-explorer-panel figcaption { font-size: 12px; text-align: center; min-height: 1.3em; }
 .oldschool-explorer-panel canvas { display: block; }
 .oldschool-explorer-status { font-size: 12px; color: #555; margin-top: 4px; }
+.oldschool-explorer-header { font-weight: bold; margin-bottom: 4px; }
 """
 
 
