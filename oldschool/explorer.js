@@ -62,12 +62,16 @@
     });
   }
 
-  function LinearPath() {
-    // Rectified flow (chapter 8): alpha = 1 - t, sigma = t, so f = -1 / (1 - t) and
-    // g^2 = d sigma^2 / dt - 2 f sigma^2 = 2 t / (1 - t), which blows up at t = 1.
+  function LinearPath(t_max) {
+    // Rectified flow (sde.LinearPath, chapter 8): alpha = 1 - t, sigma = t, so f = -1 / (1 - t)
+    // and g^2 = d sigma^2 / dt - 2 f sigma^2 = 2 t / (1 - t); both blow up at t = 1, so the
+    // path ends at T = t_max (default 0.999).
+    const T = t_max === undefined ? 0.999 : t_max;
     return GaussianPath("LinearPath", {
-      params: [], alpha: (t) => 1 - t,
+      params: [T], T: T,
+      alpha: (t) => 1 - t,
       sigma: (t) => t,
+      lam: (t) => 2 * (Math.log1p(-t) - Math.log(t)),
       f: (t) => -1 / (1 - t),
       g2: (t) => 2 * t / (1 - t),
     });

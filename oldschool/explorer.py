@@ -28,7 +28,8 @@ from .toy import GaussianMixture
 
 JS_FILE = Path(__file__).with_name("explorer.js")
 
-SDE_KINDS = ("VP", "sub-VP", "VE")
+SDE_KINDS = ("VP", "sub-VP", "VE")  # the kinds shown by default
+KINDS = SDE_KINDS + ("linear",)  # every path explorer.js has ("linear": sde.LinearPath, T = 0.999)
 JS_SAMPLERS = ("euler_maruyama", "ode_euler", "ode_heun")  # the samplers explorer.js implements
 VIEWS = ("sde", "sde_vs_ode")
 
@@ -105,12 +106,14 @@ STYLE = """
 """
 
 
-def live_explorer(mixture, *, view="sde", t_min=1e-3, n_paths=20, lim=1.3, path_lim=2.0, **defaults):
+def live_explorer(mixture, *, view="sde", kinds=SDE_KINDS, t_min=1e-3, n_paths=20, lim=1.3, path_lim=2.0,
+                  **defaults):
     """The live (in-page JavaScript) explorer of forward and reverse trajectories on ``mixture``.
 
     view: "sde" (chapter 5: forward paths, reverse paths of the chosen sampler, samples with
     their SW distance and NFE) or "sde_vs_ode" (chapter 6: reverse SDE with Euler-Maruyama and
     probability-flow ODE with Heun from the same prior noise, and both samples).
+    kinds: the paths offered (a subset of ``KINDS``; chapter 8 adds "linear").
     defaults: starting values of the controls (keys of ``DEFAULTS``), each on its grid.
     t_min: the samplers' end time; n_paths: paths drawn per panel; lim: the samples' box;
     path_lim: the paths panels' range of x_1 / sqrt(alpha^2 + sigma^2).
@@ -122,7 +125,9 @@ def live_explorer(mixture, *, view="sde", t_min=1e-3, n_paths=20, lim=1.3, path_
     if unknown:
         raise ValueError(f"unknown controls {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     values = {**DEFAULTS, **defaults}
-    _check("kind", values["kind"], SDE_KINDS)
+    for kind in kinds:
+        _check("kinds", kind, KINDS)
+    _check("kind", values["kind"], kinds)
     _check("sampler", values["sampler"], JS_SAMPLERS)
     for name, grid in GRIDS.items():
         _check(name, values[name], grid)
@@ -137,7 +142,7 @@ def live_explorer(mixture, *, view="sde", t_min=1e-3, n_paths=20, lim=1.3, path_
             controls[name] = {"kind": "slider", "label": LABELS[name], "options": list(GRIDS[name]),
                               "value": values[name]}
         else:
-            options = SDE_KINDS if name == "kind" else JS_SAMPLERS
+            options = kinds if name == "kind" else JS_SAMPLERS
             controls[name] = {"kind": "select", "label": LABELS[name], "options": list(options),
                               "value": values[name]}
     config = {"mixture": mixture_json(mixture), "view": view, "controls": controls,

@@ -15,7 +15,7 @@ import torch
 from playwright.sync_api import sync_playwright
 
 from explorer_page import explorers, moved_controls_problems
-from oldschool import explorer, samplers, toy, widgets
+from oldschool import explorer, samplers, sde, toy, widgets
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -30,6 +30,8 @@ PATHS = {  # (Python path, the same path in JavaScript)
     "VE default": (VESDE(0.01, 50.0), "VESDE(0.01, 50.0)"),
     "VE other": (VESDE(0.002, 20.0), "VESDE(0.002, 20.0)"),
 }
+if hasattr(sde, "LinearPath"):  # chapter 8's path (helper "flow"), once it is on this branch
+    PATHS["linear"] = (sde.LinearPath(), "LinearPath()")
 TIMES = [1e-3, 0.01, 0.1, 0.37, 0.5, 0.9, 1.0]
 
 
@@ -72,12 +74,12 @@ def test_path_coefficients_match(page, name):
     js = page.evaluate(f"""ts => {{
         const p = OldschoolExplorer.{js_path};
         return Object.fromEntries(['alpha', 'sigma', 'lam', 'f', 'g2', 'g']
-            .map(k => [k, ts.map(t => p[k](t))]).concat([['prior_std', p.prior_std]]));
-    }}""", TIMES)
-    t = torch.tensor(TIMES, dtype=torch.float64)
+            .map(k => [k, ts.map(t => p[k](t))]).concat([['prior_std', p.prior_std], ['T', p.T]]));
+    }}""", [t for t in TIMES if t <= path.T])
+    t = torch.tensor([t for t in TIMES if t <= path.T], dtype=torch.float64)
     for key in ("alpha", "sigma", "lam", "f", "g2", "g"):
         _close(js[key], getattr(path, key)(t).double() * torch.ones_like(t), f"{name} {key}")
-    assert js["prior_std"] == path.prior_std
+    assert js["prior_std"] == path.prior_std and js["T"] == path.T
 
 
 @pytest.mark.parametrize("name", PATHS)
@@ -86,7 +88,7 @@ def test_exact_score_matches(page, name):
     path, js_path = PATHS[name]
     mixture = toy.example_mixture()
     gen = torch.Generator().manual_seed(1)
-    for t in (1e-3, 0.05, 0.3, 1.0):
+    for t in (1e-3, 0.05, 0.3, path.T):
         spread = 1.5 * math.sqrt(float(path.alpha(t)) ** 2 + float(path.sigma(t)) ** 2)
         x = spread * torch.randn(64, 2, generator=gen, dtype=torch.float64)  # (64, 2)
         js = page.evaluate(f"""([mixture, x, t]) => Array.from(OldschoolExplorer.score(
@@ -114,7 +116,8 @@ def _run_js(page, js_path, sampler, x, noise, steps, t_min):
 
 
 @pytest.mark.parametrize("sampler", ["euler_maruyama", "ode_euler", "ode_heun", "forward_euler_maruyama"])
-@pytest.mark.parametrize("name", ["VP default", "sub-VP", "VE default"])
+@pytest.mark.parametrize("name", ["VP default", "sub-VP", "VE default"]
+                         + (["linear"] if "linear" in PATHS else []))
 def test_sampler_steps_match(page, name, sampler):
     """A few steps of each sampler from the same start with the same noise: every state agrees."""
     path, js_path = PATHS[name]
@@ -164,6 +167,8 @@ def test_bad_arguments_are_named():
     mixture = toy.example_mixture()
     with pytest.raises(ValueError, match="beta_max"):
         explorer.live_explorer(mixture, beta_max=21.0)
+    with pytest.raises(ValueError, match="kinds"):
+        explorer.live_explorer(mixture, kinds=("VP", "cosine"))
     with pytest.raises(ValueError, match="view"):
         explorer.live_explorer(mixture, view="ode")
     with pytest.raises(ValueError, match="unknown controls"):
