@@ -67,6 +67,7 @@ def _close(js, py, what):
     torch.testing.assert_close(js, py, rtol=RTOL, atol=RTOL * scale, msg=lambda m: f"{what}: {m}")
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("name", PATHS)
 def test_path_coefficients_match(page, name):
     """alpha, sigma, lam, f, g2 and g of each path, at times from t_min to T."""
@@ -82,6 +83,7 @@ def test_path_coefficients_match(page, name):
     assert js["prior_std"] == path.prior_std and js["T"] == path.T
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("name", PATHS)
 def test_exact_score_matches(page, name):
     """The diffused mixture's score at random points and several times, as toy.GaussianMixture."""
@@ -115,6 +117,7 @@ def _run_js(page, js_path, sampler, x, noise, steps, t_min):
             [z.flatten().tolist() for z in noise], steps, t_min, sampler])
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("sampler", ["euler_maruyama", "ode_euler", "ode_heun", "forward_euler_maruyama"])
 @pytest.mark.parametrize("name", ["VP default", "sub-VP", "VE default"]
                          + (["linear"] if "linear" in PATHS else []))
@@ -143,6 +146,7 @@ def test_sampler_steps_match(page, name, sampler):
     assert not page.errors
 
 
+@pytest.mark.browser
 def test_parity_fails_for_a_wrong_path(page):
     """The comparison can fail: a VP path with another beta_max does not pass for the default."""
     with pytest.raises(AssertionError):
@@ -196,6 +200,7 @@ def explorer_page(browser, tmp_path_factory):
     page.close()
 
 
+@pytest.mark.browser
 def test_every_control_redraws(explorer_page):
     """Both views: moving each control changes the drawing; a non-change does not redraw."""
     roots = explorers(explorer_page)
