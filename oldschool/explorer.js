@@ -230,7 +230,8 @@
 
   function linspace(start, end, steps) {
     // steps + 1 points from start to end, as torch.linspace computes them (from both ends).
-    const ts = new Float64Array(steps + 1), step = (end - start) / steps, half = Math.floor((steps + 1) / 2);
+    const ts = new Float64Array(steps + 1), step = (end - start) / steps;
+    const half = Math.floor((steps + 1) / 2);
     for (let i = 0; i <= steps; i++) ts[i] = i < half ? start + step * i : end - step * (steps - i);
     return ts;
   }
@@ -370,8 +371,10 @@
                                    noise: (i) => noise.subarray(2 * n * i, 2 * n * (i + 1)) });
     const out = { path: path, settings: s };
     if (s.view === "sde_vs_ode") {
-      out.left = record((cb) => euler_maruyama(path, exact, prior(), s.steps, opts(d.reverse, cb)), s.n_paths);
-      out.right = record((cb) => ode_heun(path, exact, prior(), s.steps, opts(d.reverse, cb)), s.n_paths);
+      const sde = (cb) => euler_maruyama(path, exact, prior(), s.steps, opts(d.reverse, cb));
+      const ode = (cb) => ode_heun(path, exact, prior(), s.steps, opts(d.reverse, cb));
+      out.left = record(sde, s.n_paths);
+      out.right = record(ode, s.n_paths);
     } else {
       out.left = record((cb) => forward_euler_maruyama(path, d.x0.slice(), s.steps, opts(d.forward, cb)),
                         s.n_paths);
@@ -392,7 +395,8 @@
                  [229, 80, 100], [251, 135, 97], [254, 194, 135], [252, 253, 191]];
 
   function magma(v) {
-    const u = Math.min(Math.max(v, 0), 1) * (MAGMA.length - 1), i = Math.min(Math.floor(u), MAGMA.length - 2);
+    const u = Math.min(Math.max(v, 0), 1) * (MAGMA.length - 1);
+    const i = Math.min(Math.floor(u), MAGMA.length - 2);
     const a = MAGMA[i], b = MAGMA[i + 1], w = u - i;
     return [a[0] + w * (b[0] - a[0]), a[1] + w * (b[1] - a[1]), a[2] + w * (b[2] - a[2])];
   }
@@ -435,7 +439,8 @@
     let top = 0;
     for (let c = 0; c < cols; c++) { // one column of the density image per time
       const t = t_lo + (c + 0.5) * (t_hi - t_lo) / cols, k = scale_of(path, t);
-      const col = coordinate_log_prob(mixture, path, t, 0, ys.map((y) => k * y)).map((l) => k * Math.exp(l));
+      const log_p = coordinate_log_prob(mixture, path, t, 0, ys.map((y) => k * y));
+      const col = log_p.map((l) => k * Math.exp(l));
       col.forEach((v) => { if (v > top) top = v; });
       image.push(col);
     }
@@ -458,8 +463,10 @@
     const cols = Math.min(box.w, 120), rows = Math.min(box.h, 100);
     const key = JSON.stringify([path.name, path.params, t_lo, t_hi, cols, rows, lim]);
     const cached = density_images.get(canvas);
-    if (!cached || cached.key !== key)
-      density_images.set(canvas, { key: key, image: density_image(mixture, path, t_lo, t_hi, cols, rows, lim) });
+    if (!cached || cached.key !== key) {
+      const image = density_image(mixture, path, t_lo, t_hi, cols, rows, lim);
+      density_images.set(canvas, { key: key, image: image });
+    }
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(density_images.get(canvas).image, box.x, box.y, box.w, box.h);
     const px = (t) => box.x + box.w * (t - t_lo) / (t_hi - t_lo);
@@ -561,7 +568,9 @@
         input = element("input", { type: "range", name: name, min: 0, max: spec.options.length - 1,
                                    step: 1, value: spec.options.indexOf(spec.value) }, label);
         const readout = element("span", { class: "value" }, label, " " + format(spec.value));
-        input.addEventListener("input", () => { readout.textContent = " " + format(spec.options[+input.value]); });
+        input.addEventListener("input", () => {
+          readout.textContent = " " + format(spec.options[+input.value]);
+        });
       }
       inputs[name] = input;
     });
@@ -608,8 +617,8 @@
         samples.title.textContent = "SDE (orange), ODE (blue)";
         draw_paths(left.canvas, config.mixture, run.path, run.left, config.path_lim);
         draw_paths(right.canvas, config.mixture, run.path, run.right, config.path_lim);
-        draw_samples(samples.canvas, config.mixture, [{ x: run.left.x, color: C1 }, { x: run.right.x, color: C0 }],
-                     config.lim);
+        const clouds = [{ x: run.left.x, color: C1 }, { x: run.right.x, color: C0 }];
+        draw_samples(samples.canvas, config.mixture, clouds, config.lim);
       } else {
         left.title.textContent = "forward " + name;
         right.title.textContent = "reverse: " + s.sampler + ", " + s.steps + " steps";

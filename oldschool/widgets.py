@@ -88,9 +88,10 @@ class TrajectoryFigure:
         self.images, self.lines = [], []
         for ax, t_lo in zip(axes[:2], (left_t, t_min)):
             extent = (t_lo, 1.0, float(PATH_GRID[0]), float(PATH_GRID[-1]))
-            self.images.append(ax.imshow(torch.zeros(len(PATH_GRID), DENSITY_COLUMNS).numpy(), origin="lower",
-                                         aspect="auto", cmap="magma", extent=extent))
-            self.lines.append(ax.add_collection(LineCollection([], colors="white", linewidths=0.6, alpha=0.7)))
+            blank = torch.zeros(len(PATH_GRID), DENSITY_COLUMNS).numpy()
+            self.images.append(ax.imshow(blank, origin="lower", aspect="auto", cmap="magma", extent=extent))
+            lines = LineCollection([], colors="white", linewidths=0.6, alpha=0.7)
+            self.lines.append(ax.add_collection(lines))
             ax.set_xlim(t_lo, 1.0)
             ax.set_ylim(extent[2], extent[3])
             ax.set_xlabel("t")
@@ -120,7 +121,8 @@ class TrajectoryFigure:
         t = ts.double()
         scale = torch.sqrt(sde.alpha(t) ** 2 + sde.sigma(t) ** 2)  # (steps + 1,)
         paths = xs[:, : self.n_paths, 0].double() / scale[:, None]  # (steps + 1, n_paths)
-        segments = torch.stack([t[:, None].expand_as(paths), paths], -1).transpose(0, 1)  # (n_paths, steps + 1, 2)
+        segments = torch.stack([t[:, None].expand_as(paths), paths], -1)  # (steps + 1, n_paths, 2)
+        segments = segments.transpose(0, 1)  # (n_paths, steps + 1, 2): one polyline per path
         self.lines[k].set_segments(segments.numpy())
 
     def update(self, sde, left, right, titles):
@@ -199,7 +201,8 @@ def explorer_figure(mixture, sde, *, sampler="euler_maruyama", steps=100, seed=0
     return figure.fig
 
 
-def sde_vs_ode_figure(mixture, sde, *, steps=100, seed=0, score_fn=None, n_points=1000, n_paths=20, lim=1.3):
+def sde_vs_ode_figure(mixture, sde, *, steps=100, seed=0, score_fn=None, n_points=1000, n_paths=20,
+                      lim=1.3):
     """From the same prior noise: reverse-SDE (Euler-Maruyama) and probability-flow ODE (Heun) paths."""
     left, right, titles = _sde_vs_ode_panels(mixture, sde, steps, seed, score_fn, n_points)
     figure = TrajectoryFigure(mixture, view="sde_vs_ode", n_paths=n_paths, lim=lim)

@@ -110,7 +110,8 @@ def _run_js(page, js_path, sampler, x, noise, steps, t_min):
         const E = OldschoolExplorer, path = E.{js_path}, states = [];
         const opts = {{t_min: t_min, t_end: undefined, noise: i => new Float64Array(noise[i]),
                       callback: (i, t, xi) => states.push([t, ...xi])}};
-        if (sampler === 'forward_euler_maruyama') E.forward_euler_maruyama(path, new Float64Array(x), steps, opts);
+        if (sampler === 'forward_euler_maruyama')
+            E.forward_euler_maruyama(path, new Float64Array(x), steps, opts);
         else E[sampler](path, E.score_fn(mixture, path), new Float64Array(x), steps, opts);
         return states;
     }}""", [explorer.mixture_json(toy.example_mixture()), x.flatten().tolist(),
