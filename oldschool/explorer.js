@@ -343,21 +343,20 @@
     return { ts: ts, paths: paths, x: x };
   }
 
-  let pool_key = null, pool = null; // the last seed's draws, kept while other controls move
+  const pools = new WeakMap(); // mixture -> the last seed's draws, kept while other controls move
 
   function draws(mixture, seed, n, steps) {
     // Everything random in one setting, drawn once per (seed, n, steps): data x0, prior noise,
     // the forward and reverse steps' noise, and fresh data for the SW distance.
-    const key = [seed, n, steps].join();
-    if (key !== pool_key) {
-      const gen = Generator(seed * 7919 + 17);
-      pool = { x0: sample(mixture, n, gen), prior: gen.noise(2 * n).slice(),
-               forward: new Float64Array(steps * 2 * n), reverse: new Float64Array(steps * 2 * n) };
-      for (let i = 0; i < pool.forward.length; i++) pool.forward[i] = gen.randn();
-      for (let i = 0; i < pool.reverse.length; i++) pool.reverse[i] = gen.randn();
-      pool.fresh = sample(mixture, n, gen);
-      pool_key = key;
-    }
+    const key = [seed, n, steps].join(), last = pools.get(mixture);
+    if (last && last.key === key) return last;
+    const gen = Generator(seed * 7919 + 17);
+    const pool = { key: key, x0: sample(mixture, n, gen), prior: gen.noise(2 * n).slice(),
+                   forward: new Float64Array(steps * 2 * n), reverse: new Float64Array(steps * 2 * n) };
+    for (let i = 0; i < pool.forward.length; i++) pool.forward[i] = gen.randn();
+    for (let i = 0; i < pool.reverse.length; i++) pool.reverse[i] = gen.randn();
+    pool.fresh = sample(mixture, n, gen);
+    pools.set(mixture, pool);
     return pool;
   }
 

@@ -168,6 +168,14 @@ def test_defaults_sit_on_their_grids():
     assert explorer.DEFAULTS["sampler"] in explorer.JS_SAMPLERS
 
 
+def test_output_is_self_contained():
+    """One HTML output: the inlined script (no "</script>" inside it), the JSON, no URL."""
+    html = explorer.live_explorer(toy.example_mixture(), view="sde_vs_ode")._repr_html_()
+    assert "</script" not in explorer.js_source().lower()
+    assert html.count("<script>") == 2 and "src=" not in html and "http" not in html
+    assert '"view": "sde_vs_ode"' in html
+
+
 def test_bad_arguments_are_named():
     mixture = toy.example_mixture()
     with pytest.raises(ValueError, match="beta_max"):
