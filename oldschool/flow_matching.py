@@ -157,6 +157,26 @@ def integrate(sampler, path, score_fn, x, steps, *, t_min=1e-3, callback=None):
     return sampler(path, score_fn, x, steps, t_min=t_min, callback=callback)
 
 
+def error_vs_nfe(sampler, path, score_fn, x, step_counts, reference, *, t_min=1e-3):
+    """For each step count: (number of field evaluations, mean distance to ``reference``).
+
+    The solver study of chapter 6 on any path: the reference is the same noise ``x``
+    integrated accurately (e.g. ``samplers.ode_rk45`` at a tight tolerance).
+    """
+    nfes, errors = [], []
+    for steps in step_counts:
+        counted = samplers.CountingScore(score_fn)
+        out = integrate(sampler, path, counted, x, steps, t_min=t_min)
+        nfes.append(counted.calls)
+        errors.append(float((out - reference).flatten(1).norm(dim=1).mean()))
+    return nfes, errors
+
+
+def nfe_to_reach(nfes, errors, tolerance):
+    """The smallest NFE whose error is below ``tolerance`` (inf when none is)."""
+    return min((n for n, e in zip(nfes, errors) if e < tolerance), default=math.inf)
+
+
 @torch.no_grad()
 def reflow_pairs(sampler, path, score_fn, eps, steps, *, t_min=1e-3):
     """Couple each noise vector with the sample the current flow maps it to (Liu et al. 2023,
@@ -179,19 +199,32 @@ def straightness(ts, xs):
     return float((gap * dt.abs()).sum() / dt.abs().sum())
 
 
+def length_ratio(xs):
+    """Total path length over total chord length of a batch of paths: 1 for straight paths,
+    whatever their speed (unlike ``straightness``, it does not depend on how time is
+    parameterized). A ratio of sums, so paths with tiny chords do not dominate.
+
+    xs: (steps + 1, B, ...) recorded states.
+    """
+    length = (xs[1:] - xs[:-1]).flatten(2).norm(dim=-1).sum()
+    chord = (xs[-1] - xs[0]).flatten(1).norm(dim=-1).sum()
+    return float(length / chord)
+
+
 def transfer_score(score_fn, source, target):
     """A score function of ``source``'s path turned into one for ``target``'s path.
 
     Two paths with the same log-SNR lam differ by a scale: x_target(t) = c x_source(t_s),
-    t_s = source.t_of_lam(target.lam(t)), c = target.alpha(t) / source.alpha(t_s)
-    (Kingma et al. 2021, sec. 4: the marginals depend on the path through lam only, up to
-    scale). So score_target(x, t) = score_source(x / c, t_s) / c. Times t_s beyond the
-    source's range (the linear path reaches lam = -13.8, the VP SDE -10.0) are clipped to
-    [0, source.T], where both are practically N(0, sigma^2 I).
+    t_s = source.t_of_lam(target.lam(t)), c = target.sigma(t) / source.sigma(t_s)
+    (= the ratio of the alphas; Kingma et al. 2021, sec. 4: the marginals depend on the
+    path through lam only, up to scale). So score_target(x, t) = score_source(x / c, t_s) / c.
+    Times t_s beyond the source's range (the linear path reaches lam = -13.8, the VP SDE
+    only -10.0) are clipped to [0, source.T]; there both marginals are nearly N(0, sigma^2 I),
+    and the ratio of the sigmas keeps the noise scale right.
     """
     def transferred(x, t):
         t_s = source.t_of_lam(target.lam(t)).clamp(0, source.T)
-        c = append_dims(target.alpha(t) / source.alpha(t_s), x.dim())
+        c = append_dims(target.sigma(t) / source.sigma(t_s), x.dim())
         return score_fn(x / c, t_s) / c
 
     return transferred

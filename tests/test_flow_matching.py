@@ -166,6 +166,11 @@ def test_straightness_of_known_curves():
     parabola = torch.stack([ts, ts**2], -1)[:, None, :]  # chord velocity (1, 1), dx/dt = (1, 2t)
     assert fm.straightness(ts, parabola) == pytest.approx(1 / 3, rel=1e-3)  # int (2t - 1)^2 dt
     assert fm.straightness(ts.flip(0), parabola.flip(0)) == pytest.approx(1 / 3, rel=1e-3)
+    assert fm.length_ratio(line) == pytest.approx(1.0)
+    accelerating = torch.stack([ts**3, -(ts**3)], -1)[:, None, :]  # straight, not constant speed
+    assert fm.length_ratio(accelerating) == pytest.approx(1.0) and fm.straightness(ts, accelerating) > 0.5
+    half_circle = torch.stack([torch.cos(math.pi * ts), torch.sin(math.pi * ts)], -1)[:, None, :]
+    assert fm.length_ratio(half_circle) == pytest.approx(math.pi / 2, rel=1e-5)
 
 
 def test_a_point_mass_flows_in_straight_lines_on_the_linear_path_only():
@@ -218,3 +223,14 @@ def test_lam_weighting_of_rectified_flow():
     logit_normal = fm.lam_weighting(lin, lam, "eps", fm.logit_normal_density)
     # t = sigmoid(-lam / 2) is logit-normal with std 1, so lam is normal with std 2
     torch.testing.assert_close(logit_normal, torch.exp(-lam**2 / 8) / math.sqrt(8 * math.pi))
+
+
+def test_error_vs_nfe_counts_evaluations_and_converges():
+    lin, data = LinearPath(), gaussian_data()
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    reference = samplers.ode_rk45(lin, data.score_fn(lin), x, 1, rtol=1e-10, atol=1e-10)
+    nfes, errors = fm.error_vs_nfe(samplers.ode_heun, lin, data.score_fn(lin), x, (2, 4, 8, 16), reference)
+    assert nfes == [4, 8, 16, 32]
+    assert all(b < a for a, b in zip(errors, errors[1:]))
+    assert fm.nfe_to_reach(nfes, errors, errors[2] * 1.01) == 16
+    assert fm.nfe_to_reach(nfes, errors, 0.0) == math.inf
