@@ -216,8 +216,8 @@ def transfer_score(score_fn, source, target):
 
     Two paths with the same log-SNR lam differ by a scale: x_target(t) = c x_source(t_s),
     t_s = source.t_of_lam(target.lam(t)), c = target.sigma(t) / source.sigma(t_s)
-    (= the ratio of the alphas; Kingma et al. 2021, sec. 4: the marginals depend on the
-    path through lam only, up to scale). So score_target(x, t) = score_source(x / c, t_s) / c.
+    (= the ratio of the alphas: at equal lam the marginals differ only by this scale, the
+    observation behind Kingma et al. 2021's invariance of the loss to the noise schedule). So score_target(x, t) = score_source(x / c, t_s) / c.
     Times t_s beyond the source's range (the linear path reaches lam = -13.8, the VP SDE
     only -10.0) are clipped to [0, source.T]; there both marginals are nearly N(0, sigma^2 I),
     and the ratio of the sigmas keeps the noise scale right.
