@@ -195,7 +195,8 @@ class ScoreMLP(nn.Module):
 
 def _coefficients(sde, t, ndim):
     """alpha, sigma, alpha', sigma' of the path at times t (B,), each shaped (B, 1, ...)."""
-    return tuple(append_dims(c(t), ndim) for c in (sde.alpha, sde.sigma, sde.d_alpha, sde.d_sigma))
+    coefficients = (sde.alpha, sde.sigma, sde.d_alpha, sde.d_sigma)
+    return tuple(append_dims(c(t), ndim) for c in coefficients)
 
 
 def _needs_derivatives(parameterization, d_alpha, d_sigma):
@@ -210,7 +211,7 @@ def targets(x0, eps, alpha, sigma, d_alpha=None, d_sigma=None):
     Returns a dict: eps, x0, v = (alpha eps - sigma x0) / sqrt(alpha^2 + sigma^2) (Salimans
     & Ho 2022 on a VP path, where the root is 1), score = -eps / sigma, the score of
     q(x_t | x_0) (Vincent 2011), and, when the path's derivatives ``d_alpha`` and ``d_sigma``
-    are given, velocity = alpha' x0 + sigma' eps = d x_t / dt (Lipman et al. 2023, eq. (20);
+    are given, velocity = alpha' x0 + sigma' eps = d x_t / dt (Lipman et al. 2023;
     Liu et al. 2023: eps - x0 on the linear path).
     """
     r = torch.sqrt(alpha**2 + sigma**2)
@@ -324,8 +325,8 @@ def eps_weight(alpha, sigma, parameterization, d_alpha=None, d_sigma=None):
     _needs_derivatives(parameterization, d_alpha, d_sigma)
     if parameterization == "velocity":
         return (alpha / (alpha * d_sigma - sigma * d_alpha)) ** 2
-    return {"eps": torch.ones_like(alpha), "x0": alpha**2 / sigma**2, "v": alpha**2 / (alpha**2 + sigma**2),
-            "score": sigma**2}[parameterization]
+    return {"eps": torch.ones_like(alpha), "x0": alpha**2 / sigma**2,
+            "v": alpha**2 / (alpha**2 + sigma**2), "score": sigma**2}[parameterization]
 
 
 @torch.no_grad()
@@ -343,7 +344,8 @@ def prediction_errors(model, x0, sde, t, parameterization="eps", generator=None)
     alpha, sigma = coefficients[:2]
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = alpha * x0 + sigma * noise
-    eps_hat, x0_hat = eps_and_x0(model(x_t, t), x_t, alpha, sigma, parameterization, *coefficients[2:])
+    output = model(x_t, t)
+    eps_hat, x0_hat = eps_and_x0(output, x_t, alpha, sigma, parameterization, *coefficients[2:])
     predicted, truth = targets(x0_hat, eps_hat, *coefficients), targets(x0, noise, *coefficients)
     return {q: (predicted[q] - truth[q]).pow(2).mean() for q in PARAMETERIZATIONS}
 

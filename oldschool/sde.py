@@ -257,7 +257,8 @@ class LinearPath(GaussianPath):
 
     def __init__(self, t_max=0.999):
         if not 0.5 < t_max < 1.0:
-            raise ValueError(f"t_max must lie in (0.5, 1): f = -1/(1 - t) is infinite at 1, got {t_max!r}")
+            raise ValueError(f"t_max must lie in (0.5, 1) (f = -1/(1 - t) is infinite at 1), "
+                             f"got {t_max!r}")
         self.T = float(t_max)
 
     def alpha(self, t):

@@ -229,7 +229,7 @@ class GaussianMixture:
         """The exact marginal velocity u_t(x) = E[alpha' x0 + sigma' eps | x_t = x], (B, D).
 
         The field whose ODE dx/dt = u_t(x) carries p_0 to p_t along ``path``: the minimizer
-        of the flow-matching loss (Lipman et al. 2023, Thm. 2; Liu et al. 2023). It equals
+        of the flow-matching loss (Lipman et al. 2023; Liu et al. 2023). It equals
         the probability-flow drift f x - 1/2 g^2 score of eq. (18) (chapter 8 derives it).
         """
         x0_mean, eps_mean = self.posterior_means(x, t, path)
