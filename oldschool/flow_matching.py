@@ -163,10 +163,12 @@ def reflow_loss(model, pair, path, *, generator=None):
 # ---------------------------------------------------------------- sampling and reflow
 
 
-def integrate(sampler, path, score_fn, x, steps, *, t_min=1e-3, callback=None):
-    """Run an ODE sampler of ``oldschool.samplers`` (``ode_euler``, ``ode_heun``) from T
-    to t_min: the one call site of the samplers in this module and chapter 8."""
-    return sampler(path, score_fn, x, steps, t_min=t_min, callback=callback)
+def integrate(sampler, path, score_fn, x, steps, *, t_min=1e-3, callback=None,
+              **options):
+    """Run an ODE sampler of ``oldschool.samplers`` (``ode_euler``, ``ode_heun``,
+    ``ode_rk45`` with its ``options``) from T to t_min: the one call site of the
+    samplers in this module and chapter 8 (recordings use ``trajectories.record``)."""
+    return sampler(path, score_fn, x, steps, t_min=t_min, callback=callback, **options)
 
 
 def error_vs_nfe(sampler, path, score_fn, x, step_counts, reference, *, t_min=1e-3):
