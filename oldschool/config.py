@@ -103,6 +103,18 @@ CHAPTERS = {
                     batch_size=256, lr=1e-3, ema_decay=0.999, p_uncond=0.1, sample_steps=100, per_class=10,
                     guidance_scales=(0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)),
     },
+    "ch8": {  # a ScoreMLP trained by flow matching; seeds: the reflow and path studies
+        "cpu": dict(steps=400, batch_size=256, hidden=64, layers=2, embed_dim=32, lr=2e-3,
+                    ema_decay=0.99, n_data=20_000, n_samples=2000, n_pairs=5000,
+                    pair_steps=30, sample_steps=50, n_ode=200,
+                    step_counts=(1, 2, 4, 8, 16, 32, 64, 128), seeds=(0, 1, 2),
+                    n_paths=20, frames=25),
+        "gpu": dict(steps=4000, batch_size=1024, hidden=256, layers=4, embed_dim=128,
+                    lr=1e-3, ema_decay=0.999, n_data=200_000, n_samples=20_000,
+                    n_pairs=100_000, pair_steps=100, sample_steps=100, n_ode=2000,
+                    step_counts=(1, 2, 4, 8, 16, 32, 64, 128, 256), seeds=(0, 1, 2, 3, 4),
+                    n_paths=30, frames=60),
+    },
 }
 
 

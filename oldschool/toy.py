@@ -203,6 +203,46 @@ class GaussianMixture:
         return lambda x, t: self.score(x, t, sde)
 
 
+    # ----------------------------------------------- chapter 8: the flow-matching velocity
+
+    def posterior_means(self, x, t, path):
+        """E[x0 | x_t = x] and E[eps | x_t = x] under ``path``, exactly: two tensors (B, D).
+
+        Given component k, (x0, x_t) is jointly Gaussian, so with C_k = alpha^2 Sigma_k +
+        sigma^2 I and P_k = C_k^{-1} (x - alpha mu_k) (Bishop 2006, eq. (2.116)):
+            E[x0 | x, k] = mu_k + alpha Sigma_k P_k,      E[eps | x, k] = sigma P_k,
+        and the mixture averages them with the responsibilities r_k = p_t(k | x).
+        """
+        self._check_points(x)
+        t = path.check_time(t, x)
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t  # (B,)
+        alpha, sigma = path.alpha(t), path.sigma(t)  # (B,), (B,)
+        log_joint, precision_diff = self._components(x, alpha, sigma**2)  # (B, K), (B, K, D)
+        r = torch.softmax(log_joint, dim=1)[:, :, None]  # (B, K, 1)
+        covs, mu = (v.to(device=x.device, dtype=x.dtype) for v in (self.covs, self.means))
+        cov_p = torch.einsum("kde,bke->bkd", covs, precision_diff)  # (B, K, D): Sigma_k P_k
+        x0_mean = (r * (mu + alpha[:, None, None] * cov_p)).sum(1)  # (B, D)
+        eps_mean = (r * sigma[:, None, None] * precision_diff).sum(1)  # (B, D)
+        return x0_mean, eps_mean
+
+    def velocity(self, x, t, path):
+        """The exact marginal velocity u_t(x) = E[alpha' x0 + sigma' eps | x_t = x], (B, D).
+
+        The field whose ODE dx/dt = u_t(x) carries p_0 to p_t along ``path``: the minimizer
+        of the flow-matching loss (Lipman et al. 2023; Liu et al. 2023). It equals
+        the probability-flow drift f x - 1/2 g^2 score of eq. (18) (chapter 8 derives it).
+        """
+        x0_mean, eps_mean = self.posterior_means(x, t, path)
+        t = path.check_time(t, x)
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t
+        d_alpha, d_sigma = path.d_alpha(t)[:, None], path.d_sigma(t)[:, None]  # (B, 1)
+        return d_alpha * x0_mean + d_sigma * eps_mean
+
+    def velocity_fn(self, path):
+        """``velocity_fn(x, t)``: this mixture's exact flow-matching velocity under ``path``."""
+        return lambda x, t: self.velocity(x, t, path)
+
+
 def example_mixture():
     """The 2-D mixture of chapters 5 and 6: four components, unequal weights, tilted ellipses."""
     def tilted(std_long, std_short, angle):
