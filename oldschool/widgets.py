@@ -26,8 +26,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from . import samplers, toy, trajectories
-from .explorer import DEFAULTS, GRIDS, SDE_KINDS
-from .sde import VESDE, VPSDE, SubVPSDE
+from .explorer import DEFAULTS, GRIDS, KINDS, SDE_KINDS
+from .sde import VESDE, VPSDE, LinearPath, SubVPSDE
 
 REVERSE_SDE_SAMPLERS = ("euler_maruyama", "predictor_corrector", "ddpm_ancestral")
 ODE_SAMPLERS = ("ode_heun", "ode_euler", "ode_rk45", "ddim")
@@ -38,14 +38,16 @@ SW_PROJECTIONS = 64  # directions of the sliced Wasserstein distance in the samp
 
 def make_sde(kind, beta_min=DEFAULTS["beta_min"], beta_max=DEFAULTS["beta_max"],
              sigma_min=DEFAULTS["sigma_min"], sigma_max=DEFAULTS["sigma_max"]):
-    """The forward SDE named ``kind`` (one of ``SDE_KINDS``) with the given schedule."""
+    """The forward process named ``kind`` (one of ``explorer.KINDS``) with the given schedule."""
     if kind == "VP":
         return VPSDE(beta_min, beta_max)
     if kind == "sub-VP":
         return SubVPSDE(beta_min, beta_max)
     if kind == "VE":
         return VESDE(sigma_min, sigma_max)
-    raise ValueError(f"unknown SDE kind {kind!r}; choose one of {SDE_KINDS}")
+    if kind == "linear":
+        return LinearPath()  # rectified flow (chapter 8): no schedule to set
+    raise ValueError(f"unknown SDE kind {kind!r}; choose one of {KINDS}")
 
 
 def density_columns(mixture, sde, times, grid=PATH_GRID):
