@@ -68,7 +68,7 @@ def time_grid(sde, steps, *, t_min=1e-3, schedule="uniform", rho=7.0, t_max=None
             s = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
             lam = -2 * torch.log(s)
         ts = sde.t_of_lam(lam)
-        ts[0], ts[-1] = t_max, t_min  # exact ends (t_of_lam is exact up to rounding)
+    ts[0], ts[-1] = t_max, t_min  # exact ends (the maps above are exact up to rounding)
     if like is not None:
         ts = ts.to(device=like.device, dtype=like.dtype)
     return ts

@@ -101,14 +101,17 @@ def k_denoiser(sde, score_fn):
 
 K_SAMPLERS = ("euler", "heun", "dpm_2", "lms", "dpmpp_2m", "dpm_fast")
 """k-diffusion's fixed-NFE deterministic samplers (``sample_<name>``)."""
-K_GRIDS = ("karras", "exponential")
+K_GRIDS = {"karras": "edm", "exponential": "logsnr"}
+"""k-diffusion's grids and ours: the same noise levels (built here in float64 by
+``samplers.time_grid``; k-diffusion's ``get_sigmas_*`` build them in float32)."""
 
 
 def k_run(k_sampling, name, sde, score_fn, x, nfe, grid, *, t_min=1e-3):
     """Run k-diffusion's ``sample_<name>`` from x at T to t_min with ``nfe`` evaluations.
 
-    grid: "karras" (rho = 7) or "exponential"; k-diffusion appends a final 0 to its sigmas,
-    which is dropped here so that both sides stop at the same t_min. Returns (x, nfe used).
+    grid: "karras" (rho = 7) or "exponential", the noise levels of our "edm" and "logsnr"
+    grids (k-diffusion's own ``get_sigmas_*`` give the same in float32 and append a final
+    0, which would stop at t = 0 instead of t_min). Returns (x, nfe used).
     """
     ends = torch.tensor([sde.T, t_min], dtype=torch.float64)
     s_max, s_min = (float(v) for v in samplers.noise_levels(sde, ends))
@@ -120,8 +123,7 @@ def k_run(k_sampling, name, sde, score_fn, x, nfe, grid, *, t_min=1e-3):
         y = k_sampling.sample_dpm_fast(model, y, s_min, s_max, nfe, disable=True)
     else:
         steps = max(1, nfe // (2 if name in ("heun", "dpm_2") else 1))
-        make = {"karras": k_sampling.get_sigmas_karras,
-                "exponential": k_sampling.get_sigmas_exponential}[grid]
-        sigmas = make(steps + 1, s_min, s_max, device=x.device)[:-1].to(x.dtype)
+        ts = samplers.time_grid(sde, steps, t_min=t_min, schedule=K_GRIDS[grid], like=x)
+        sigmas = samplers.noise_levels(sde, ts)
         y = getattr(k_sampling, f"sample_{name}")(model, y, sigmas, disable=True)
     return alpha_0 * y, counted.calls

@@ -1,0 +1,105 @@
+"""Deterministic samplers against k-diffusion's, on the exact score: error and time per NFE.
+
+The problem of issue 14 and chapter 6: the example mixture (``toy.example_mixture``) under
+``VPSDE(0.1, 20)``, 4000 particles in float64, the probability-flow ODE from one cloud of
+prior noise to t = 1e-3, against its exact solution (RK45, tolerance 1e-10) from the same
+noise; the error is the mean per-particle distance. Every oldschool sampler runs on every
+grid of ``samplers.SCHEDULES``; every fixed-NFE deterministic sampler of k-diffusion runs
+on its "karras" and "exponential" grids (``dpm_fast`` picks its own), driven by the same
+score as a denoiser in the VE form (``solver_study.k_denoiser``). Prints the best of each
+side at each NFE and the ratio, then the wall time per score evaluation (CPU; and a CUDA
+GPU when there is one):
+
+    .venv/bin/python benchmarks/sampler_accuracy.py
+    .venv/bin/python benchmarks/sampler_accuracy.py --particles 1000 --nfe 10 20 --all
+"""
+
+import argparse
+import time
+
+import torch
+
+from oldschool import samplers, solver_study, toy
+from oldschool.sde import VPSDE
+
+
+def accuracy_table(sde, score_fn, x, reference, nfes, k_sampling):
+    """{nfe: {label: error}} for both sides; labels are 'ours:<name>/<grid>', 'k:<name>/<grid>'."""
+    table = {}
+    for nfe in nfes:
+        row = {}
+        for name in samplers.ODE_SAMPLERS:
+            for schedule in samplers.SCHEDULES:
+                out, used = solver_study.run(name, sde, score_fn, x, nfe, schedule)
+                assert used == nfe, (name, used)
+                row[f"ours:{name}/{schedule}"] = solver_study.mean_error(out, reference)
+        for name in solver_study.K_SAMPLERS if k_sampling is not None else ():
+            grids = ("own",) if name == "dpm_fast" else solver_study.K_GRIDS
+            for grid in grids:
+                out, used = solver_study.k_run(k_sampling, name, sde, score_fn, x, nfe, grid)
+                assert used == nfe, (name, used)
+                row[f"k:{name}/{grid}"] = solver_study.mean_error(out, reference)
+        table[nfe] = row
+    return table
+
+
+def seconds_per_nfe(run, nfe, repeats=3):
+    """Median wall time of ``run()`` divided by its NFE."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] / nfe
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--particles", type=int, default=4000)
+    parser.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 40])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--all", action="store_true", help="print every sampler x grid")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    mixture, sde = toy.example_mixture(), VPSDE(0.1, 20.0)
+    score_fn = mixture.score_fn(sde)
+    gen = torch.Generator().manual_seed(0)
+    x = sde.prior_sample((args.particles, 2), generator=gen, dtype=torch.float64)
+    reference = solver_study.exact_solution(sde, score_fn, x)
+    k_sampling = solver_study.k_diffusion_sampling()
+    if k_sampling is None:
+        print("k-diffusion is not installed (pip install --no-deps -r requirements-peers.txt)")
+    table = accuracy_table(sde, score_fn, x, reference, args.nfe, k_sampling)
+
+    print(f"{args.particles} particles, float64, VPSDE(0.1, 20), t = 1 -> 1e-3, exact score")
+    print(f"{'NFE':>4} | {'best of oldschool':>40} | {'best of k-diffusion':>36} | ratio")
+    for nfe, row in table.items():
+        ours = min((e, k) for k, e in row.items() if k.startswith("ours:"))
+        theirs = min(((e, k) for k, e in row.items() if k.startswith("k:")),
+                     default=(float("nan"), "-"))
+        print(f"{nfe:4d} | {ours[0]:9.2e} {ours[1][5:]:>30} | {theirs[0]:9.2e} "
+              f"{theirs[1][2:]:>26} | {ours[0] / theirs[0]:.2f}")
+        if args.all:
+            for key, err in sorted(row.items(), key=lambda kv: kv[1]):
+                print(f"       {err:9.2e}  {key}")
+
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
+                                       else [])
+    nfe = max(args.nfe)
+    for device in devices:
+        xd = x.to(device)
+        ours = seconds_per_nfe(lambda: solver_study.run(
+            "dpm_solver_3m", sde, score_fn, xd, nfe, "logsnr"), nfe)
+        line = f"{device.type}: oldschool dpm_solver_3m {ours * 1e3:.2f} ms per NFE"
+        if k_sampling is not None:
+            theirs = seconds_per_nfe(lambda: solver_study.k_run(
+                k_sampling, "dpmpp_2m", sde, score_fn, xd, nfe, "exponential"), nfe)
+            line += f"; k-diffusion dpmpp_2m {theirs * 1e3:.2f} ms per NFE"
+        print(line + f" ({args.particles} particles, float64)")
+
+
+if __name__ == "__main__":
+    main()
