@@ -23,26 +23,6 @@ from oldschool import samplers, solver_study, toy
 from oldschool.sde import VPSDE
 
 
-def accuracy_table(sde, score_fn, x, reference, nfes, k_sampling):
-    """{nfe: {label: error}} for both sides; labels are 'ours:<name>/<grid>', 'k:<name>/<grid>'."""
-    table = {}
-    for nfe in nfes:
-        row = {}
-        for name in samplers.ODE_SAMPLERS:
-            for schedule in samplers.SCHEDULES:
-                out, used = solver_study.run(name, sde, score_fn, x, nfe, schedule)
-                assert used == nfe, (name, used)
-                row[f"ours:{name}/{schedule}"] = solver_study.mean_error(out, reference)
-        for name in solver_study.K_SAMPLERS if k_sampling is not None else ():
-            grids = ("own",) if name == "dpm_fast" else solver_study.K_GRIDS
-            for grid in grids:
-                out, used = solver_study.k_run(k_sampling, name, sde, score_fn, x, nfe, grid)
-                assert used == nfe, (name, used)
-                row[f"k:{name}/{grid}"] = solver_study.mean_error(out, reference)
-        table[nfe] = row
-    return table
-
-
 def seconds_per_nfe(run, nfe, repeats=3):
     """Median wall time of ``run()`` divided by its NFE."""
     times = []
@@ -71,32 +51,45 @@ def main():
     reference = solver_study.exact_solution(sde, score_fn, x)
     k_sampling = solver_study.k_diffusion_sampling()
     if k_sampling is None:
-        print("k-diffusion is not installed (pip install --no-deps -r requirements-peers.txt)")
-    table = accuracy_table(sde, score_fn, x, reference, args.nfe, k_sampling)
+        print(
+            "k-diffusion is not installed (pip install --no-deps -r requirements-peers.txt)"
+        )
+    table = solver_study.peer_table(sde, score_fn, x, reference, args.nfe, k_sampling)
 
-    print(f"{args.particles} particles, float64, VPSDE(0.1, 20), t = 1 -> 1e-3, exact score")
-    print(f"{'NFE':>4} | {'best of oldschool':>40} | {'best of k-diffusion':>36} | ratio")
+    print(
+        f"{args.particles} particles, float64, VPSDE(0.1, 20), t = 1 -> 1e-3, exact score"
+    )
+    print(
+        f"{'NFE':>4} | {'best of oldschool':>40} | {'best of k-diffusion':>36} | ratio"
+    )
     for nfe, row in table.items():
-        ours = min((e, k) for k, e in row.items() if k.startswith("ours:"))
-        theirs = min(((e, k) for k, e in row.items() if k.startswith("k:")),
-                     default=(float("nan"), "-"))
-        print(f"{nfe:4d} | {ours[0]:9.2e} {ours[1][5:]:>30} | {theirs[0]:9.2e} "
-              f"{theirs[1][2:]:>26} | {ours[0] / theirs[0]:.2f}")
+        ours, ours_label, theirs, theirs_label = solver_study.best_of_each_side(row)
+        print(
+            f"{nfe:4d} | {ours:9.2e} {ours_label:>30} | {theirs:9.2e} "
+            f"{theirs_label:>26} | {ours / theirs:.2f}"
+        )
         if args.all:
             for key, err in sorted(row.items(), key=lambda kv: kv[1]):
                 print(f"       {err:9.2e}  {key}")
 
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
-                                       else [])
+    devices = [torch.device("cpu")] + (
+        [torch.device("cuda")] if torch.cuda.is_available() else []
+    )
     nfe = max(args.nfe)
     for device in devices:
         xd = x.to(device)
-        ours = seconds_per_nfe(lambda: solver_study.run(
-            "dpm_solver_3m", sde, score_fn, xd, nfe, "logsnr"), nfe)
+        ours = seconds_per_nfe(
+            lambda: solver_study.run("dpm_solver_3m", sde, score_fn, xd, nfe, "logsnr"),
+            nfe,
+        )
         line = f"{device.type}: oldschool dpm_solver_3m {ours * 1e3:.2f} ms per NFE"
         if k_sampling is not None:
-            theirs = seconds_per_nfe(lambda: solver_study.k_run(
-                k_sampling, "dpmpp_2m", sde, score_fn, xd, nfe, "exponential"), nfe)
+            theirs = seconds_per_nfe(
+                lambda: solver_study.k_run(
+                    k_sampling, "dpmpp_2m", sde, score_fn, xd, nfe, "exponential"
+                ),
+                nfe,
+            )
             line += f"; k-diffusion dpmpp_2m {theirs * 1e3:.2f} ms per NFE"
         print(line + f" ({args.particles} particles, float64)")
 

@@ -39,22 +39,29 @@ def preconditioning(s, sigma_data=0.5):
 
 def denoiser(network, y, s, sigma_data=0.5):
     """D(y, s) = c_skip y + c_out F(c_in y, c_noise) (EDM eq. (7)); s of shape (B,)."""
-    c_skip, c_out, c_in, c_noise = (append_dims(c, y.dim()) if c.dim() else c
-                                    for c in preconditioning(s, sigma_data))
+    c_skip, c_out, c_in, c_noise = (
+        append_dims(c, y.dim()) if c.dim() else c
+        for c in preconditioning(s, sigma_data)
+    )
     return c_skip * y + c_out * network(c_in * y, c_noise.reshape(-1))
 
 
 def network_target(x0, y, s, sigma_data=0.5):
     """What F must output for D to be x0: F* = (x0 - c_skip y) / c_out (EDM eq. (8))."""
-    c_skip, c_out, _, _ = (append_dims(c, y.dim()) for c in preconditioning(s, sigma_data))
+    c_skip, c_out, _, _ = (
+        append_dims(c, y.dim()) for c in preconditioning(s, sigma_data)
+    )
     return (x0 - c_skip * y) / c_out
 
 
 def denoiser_from_score(sde, score_fn):
     """D(y, s) from a score of the path ``sde``: t = t_of_lam(-2 log s), x = alpha(t) y,
     D = (x + sigma^2 score(x, t)) / alpha (Tweedie; EDM Table 1's mapping)."""
+
     def D(y, s):
-        t = sde.t_of_lam(-2 * torch.log(s)).clamp(0, sde.T)  # (B,); clamp: rounding at T
+        t = sde.t_of_lam(-2 * torch.log(s)).clamp(
+            0, sde.T
+        )  # (B,); clamp: rounding at T
         alpha, sigma = (append_dims(v, y.dim()) for v in (sde.alpha(t), sde.sigma(t)))
         x = alpha * y
         return (x + sigma**2 * score_fn(x, t)) / alpha
@@ -65,6 +72,7 @@ def denoiser_from_score(sde, score_fn):
 # ------------------------------------------------------------------------------------
 # Losses as weightings over log-SNR
 # ------------------------------------------------------------------------------------
+
 
 def loss_weightings(lam, sde=None, sigma_data=0.5, p_mean=-1.2, p_std=1.2):
     """Each training loss as w(lam) x (eps-MSE) per unit of log-SNR (Kingma & Gao 2023).
@@ -80,15 +88,18 @@ def loss_weightings(lam, sde=None, sigma_data=0.5, p_mean=-1.2, p_std=1.2):
     if sde is not None:
         t = sde.t_of_lam(lam)
         dt = 1e-6
-        dlam_dt = (sde.lam((t + dt).clamp(max=sde.T)) - sde.lam((t - dt).clamp(min=0))) / (
-            (t + dt).clamp(max=sde.T) - (t - dt).clamp(min=0))
+        dlam_dt = (
+            sde.lam((t + dt).clamp(max=sde.T)) - sde.lam((t - dt).clamp(min=0))
+        ) / ((t + dt).clamp(max=sde.T) - (t - dt).clamp(min=0))
         density = 1 / dlam_dt.abs()  # p(lam) for t ~ U(0, 1)
         out["eps"] = density
         out["v"] = density * (1 + torch.exp(-lam))  # 1 / alpha^2 on a VP path
         out["x0"] = density * torch.exp(-lam)
     log_s = -lam / 2
     s = torch.exp(log_s)
-    density = torch.exp(-0.5 * ((log_s - p_mean) / p_std) ** 2) / (p_std * math.sqrt(2 * math.pi))
+    density = torch.exp(-0.5 * ((log_s - p_mean) / p_std) ** 2) / (
+        p_std * math.sqrt(2 * math.pi)
+    )
     density = density / 2  # d log s / d lam = -1/2
     weight = (s**2 + sigma_data**2) / (s * sigma_data) ** 2  # EDM's lambda(sigma)
     out["edm"] = density * weight * s**2  # D error = s x eps error
@@ -99,9 +110,21 @@ def loss_weightings(lam, sde=None, sigma_data=0.5, p_mean=-1.2, p_std=1.2):
 # Stochastic sampling with churn
 # ------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def stochastic_sampler(sde, score_fn, x, ts, *, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"),
-                       s_noise=1.0, callback=None, generator=None):
+def stochastic_sampler(
+    sde,
+    score_fn,
+    x,
+    ts,
+    *,
+    s_churn=0.0,
+    s_tmin=0.0,
+    s_tmax=float("inf"),
+    s_noise=1.0,
+    callback=None,
+    generator=None,
+):
     """EDM's Algorithm 2 on any path: at each step raise the noise level s_i to
     s_hat = (1 + gamma) s_i by adding fresh noise, then take a Heun step from s_hat to
     s_{i+1}. gamma = min(s_churn / N, sqrt(2) - 1) for s_i in [s_tmin, s_tmax], else 0,
@@ -120,7 +143,9 @@ def stochastic_sampler(sde, score_fn, x, ts, *, s_churn=0.0, s_tmin=0.0, s_tmax=
         gamma = min(s_churn / steps, math.sqrt(2) - 1) if in_range else 0.0
         s_hat = torch.clamp(s[i] * (1 + gamma), max=s[0])
         if s_hat > s[i]:  # churn: add noise to move from s_i up to s_hat
-            z = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+            z = torch.randn(
+                y.shape, generator=generator, device=y.device, dtype=y.dtype
+            )
             y = y + (s_hat**2 - s[i] ** 2).sqrt() * s_noise * z
         s_batch = s_hat.expand(y.shape[0])
         d_cur = (y - D(y, s_batch)) / s_hat  # Heun from s_hat to s_{i+1}

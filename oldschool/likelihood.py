@@ -35,8 +35,18 @@ def _velocity_and_divergence(flow, x, t, divergence, probes):
     return v.detach(), div.detach()
 
 
-def log_likelihood(sde, score_fn, x, *, t_min=1e-3, divergence="exact", rtol=1e-6,
-                   atol=1e-6, generator=None, prior_log_prob=None):
+def log_likelihood(
+    sde,
+    score_fn,
+    x,
+    *,
+    t_min=1e-3,
+    divergence="exact",
+    rtol=1e-6,
+    atol=1e-6,
+    generator=None,
+    prior_log_prob=None,
+):
     """log p_{t_min}(x) by integrating eq. (18) and its divergence from t_min to T.
 
     x: (B, D) points at t = t_min. divergence: "exact" or "hutchinson" (Rademacher probes
@@ -67,7 +77,7 @@ def log_likelihood(sde, score_fn, x, *, t_min=1e-3, divergence="exact", rtol=1e-
     if not solution.success:
         raise RuntimeError(f"RK45 failed: {solution.message}")
     end = torch.from_numpy(solution.y[:, -1]).to(x)
-    x_T, integral = end[: n * d].reshape(n, d), end[n * d:]
+    x_T, integral = end[: n * d].reshape(n, d), end[n * d :]
     prior = (sde.prior_log_prob if prior_log_prob is None else prior_log_prob)(x_T)
     info = {"nfev": solution.nfev, "prior": prior, "integral": integral, "x_T": x_T}
     return prior + integral, info

@@ -33,7 +33,10 @@ SCHEDULES = ("uniform", "edm", "logsnr")
 # Time grids
 # ------------------------------------------------------------------------------------
 
-def time_grid(sde, steps, *, t_min=1e-3, schedule="uniform", rho=7.0, t_max=None, like=None):
+
+def time_grid(
+    sde, steps, *, t_min=1e-3, schedule="uniform", rho=7.0, t_max=None, like=None
+):
     """The grid t_max = t_0 > ... > t_steps = t_min, shape (steps + 1,), float64 by default.
 
     schedule: "uniform" in t (Song et al. 2021); "edm", the noise level sigma/alpha spaced
@@ -47,8 +50,9 @@ def time_grid(sde, steps, *, t_min=1e-3, schedule="uniform", rho=7.0, t_max=None
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not 0 < t_min < t_max <= sde.T:
-        raise ValueError(f"need 0 < t_min < t_max <= T={sde.T}, got t_min={t_min!r}, "
-                         f"t_max={t_max!r}")
+        raise ValueError(
+            f"need 0 < t_min < t_max <= T={sde.T}, got t_min={t_min!r}, t_max={t_max!r}"
+        )
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
     if not rho > 0:
@@ -60,12 +64,16 @@ def time_grid(sde, steps, *, t_min=1e-3, schedule="uniform", rho=7.0, t_max=None
     else:
         lam_start, lam_end = sde.lam(ends)
         if not torch.isfinite(lam_start):
-            raise ValueError(f"the log-SNR is infinite at t_max={t_max}; start below it")
+            raise ValueError(
+                f"the log-SNR is infinite at t_max={t_max}; start below it"
+            )
         if schedule == "logsnr":
             lam = lam_start + u * (lam_end - lam_start)
         else:  # edm: sigma_i^(1/rho) linear in i, with sigma = exp(-lam / 2)
             s_max, s_min = torch.exp(-lam_start / 2), torch.exp(-lam_end / 2)
-            s = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+            s = (
+                s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))
+            ) ** rho
             lam = -2 * torch.log(s)
         ts = sde.t_of_lam(lam)
     ts[0], ts[-1] = t_max, t_min  # exact ends (the maps above are exact up to rounding)
@@ -82,19 +90,27 @@ def noise_levels(sde, ts):
 def _start(sde, x, ts, t_min, callback):
     """Check the inputs once and return the grid on x's device and dtype."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
-        raise ValueError("x must be a floating-point tensor of shape (B, ...) holding samples "
-                         "at t = ts[0]")
+        raise ValueError(
+            "x must be a floating-point tensor of shape (B, ...) holding samples "
+            "at t = ts[0]"
+        )
     if isinstance(ts, int) and not isinstance(ts, bool):
         ts = time_grid(sde, ts, t_min=1e-3 if t_min is None else t_min, like=x)
     elif isinstance(ts, torch.Tensor):
         if t_min is not None:
-            raise ValueError("t_min is for an int number of steps; a grid ts ends where it ends")
+            raise ValueError(
+                "t_min is for an int number of steps; a grid ts ends where it ends"
+            )
         ts = ts.to(device=x.device, dtype=x.dtype)
         if ts.dim() != 1 or len(ts) < 2 or not (ts[1:] < ts[:-1]).all():
-            raise ValueError("ts must be a strictly decreasing 1-D tensor of length >= 2")
+            raise ValueError(
+                "ts must be a strictly decreasing 1-D tensor of length >= 2"
+            )
         sde.check_time(ts)
     else:
-        raise ValueError(f"ts must be an int (steps) or a 1-D tensor of times, got {ts!r}")
+        raise ValueError(
+            f"ts must be an int (steps) or a 1-D tensor of times, got {ts!r}"
+        )
     if callback is not None:
         callback(0, ts[0], x)
     return ts
@@ -123,8 +139,11 @@ def denoise(sde, score_fn, x, t):
 # The forward SDE and the reverse SDE (stochastic samplers)
 # ------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def forward_euler_maruyama(sde, x0, steps, *, t_end=None, callback=None, generator=None):
+def forward_euler_maruyama(
+    sde, x0, steps, *, t_end=None, callback=None, generator=None
+):
     """Simulate the forward SDE, eq. (14), from data x0 at t = 0 to ``t_end`` (default T).
 
     Euler-Maruyama on a uniform grid 0 = t_0 < ... < t_steps = t_end:
@@ -152,8 +171,9 @@ FINAL_STEPS = ("mean", "noise", "denoise")
 
 
 @torch.no_grad()
-def euler_maruyama(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None,
-                   final="mean"):
+def euler_maruyama(
+    sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None, final="mean"
+):
     """Euler-Maruyama on the reverse SDE, eq. (17): x <- x + drift dt + g sqrt(|dt|) z.
 
     final: what happens at the end. "mean": the last step adds no noise (score_sde's
@@ -178,8 +198,18 @@ def euler_maruyama(sde, score_fn, x, ts, *, t_min=None, callback=None, generator
 
 
 @torch.no_grad()
-def predictor_corrector(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None,
-                        snr=0.16, corrector_steps=1):
+def predictor_corrector(
+    sde,
+    score_fn,
+    x,
+    ts,
+    *,
+    t_min=None,
+    callback=None,
+    generator=None,
+    snr=0.16,
+    corrector_steps=1,
+):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1-2).
 
     At each t_i: ``corrector_steps`` Langevin MCMC steps that target p_{t_i},
@@ -189,7 +219,9 @@ def predictor_corrector(sde, score_fn, x, ts, *, t_min=None, callback=None, gene
     to t_{i+1}. snr: the corrector's signal-to-noise ratio (0.16: Song et al., VE, CIFAR-10).
     """
     if not isinstance(corrector_steps, int) or corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be an int >= 0, got {corrector_steps!r}")
+        raise ValueError(
+            f"corrector_steps must be an int >= 0, got {corrector_steps!r}"
+        )
     if snr <= 0:
         raise ValueError(f"snr must be positive, got {snr!r}")
     ts = _start(sde, x, ts, t_min, callback)
@@ -223,7 +255,9 @@ def _posterior_step(sde, score_fn, x, t, s):
     m_s, s_s = (append_dims(v, x.dim()) for v in (sde.alpha(s_b), sde.sigma(s_b)))
     score = score_fn(x, t_b)
     eps_hat = -s_t * score  # the noise the score implies: score = -eps / sigma
-    x0_hat = (x - s_t * eps_hat) / m_t  # Tweedie: E[x0 | x_t] = (x_t + sigma^2 score) / alpha
+    x0_hat = (
+        x - s_t * eps_hat
+    ) / m_t  # Tweedie: E[x0 | x_t] = (x_t + sigma^2 score) / alpha
     a = m_t / m_s
     v = s_t**2 - a**2 * s_s**2  # variance of the forward transition s -> t
     mean = (s_s**2 * a * x + v * m_s * x0_hat) / s_t**2  # Ho et al. eq. (7)
@@ -251,6 +285,7 @@ def ddpm_ancestral(sde, score_fn, x, ts, *, t_min=None, callback=None, generator
 # ------------------------------------------------------------------------------------
 # The probability-flow ODE (deterministic samplers)
 # ------------------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def ode_euler(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None):
@@ -307,7 +342,9 @@ def edm_heun(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None)
         ds = s[i + 1] - s[i]
         d_cur = (y - denoise(sde, score_fn, alpha[i] * y, ts[i])) / s[i]  # dy/ds at s_i
         y_euler = y + ds * d_cur
-        d_next = (y_euler - denoise(sde, score_fn, alpha[i + 1] * y_euler, ts[i + 1])) / s[i + 1]
+        d_next = (
+            y_euler - denoise(sde, score_fn, alpha[i + 1] * y_euler, ts[i + 1])
+        ) / s[i + 1]
         y = y + ds * 0.5 * (d_cur + d_next)
         if callback is not None:
             callback(i + 1, ts[i + 1], alpha[i + 1] * y)
@@ -338,9 +375,14 @@ def ddim(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None, eta
             h = (lam[i + 1] - lam[i]) / 2
             x = sigma[i + 1] / sigma[i] * x - alpha[i + 1] * torch.expm1(-h) * x0_hat
         else:
-            x0_hat, eps_hat, _, variance = _posterior_step(sde, score_fn, x, ts[i], ts[i + 1])
+            x0_hat, eps_hat, _, variance = _posterior_step(
+                sde, score_fn, x, ts[i], ts[i + 1]
+            )
             c = eta * variance.sqrt()  # the std of the added noise
-            x = alpha[i + 1] * x0_hat + (sigma[i + 1] ** 2 - c**2).clamp_min(0).sqrt() * eps_hat
+            x = (
+                alpha[i + 1] * x0_hat
+                + (sigma[i + 1] ** 2 - c**2).clamp_min(0).sqrt() * eps_hat
+            )
             if i < steps - 1:
                 x = x + c * _noise(x, generator)
         if callback is not None:
@@ -414,8 +456,9 @@ def dpm_solver_3m(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=
 
 
 @torch.no_grad()
-def solve_probability_flow(sde, score_fn, x, t_start, t_end, *, rtol=1e-5, atol=1e-5,
-                           t_eval=None):
+def solve_probability_flow(
+    sde, score_fn, x, t_start, t_end, *, rtol=1e-5, atol=1e-5, t_eval=None
+):
     """Integrate the probability-flow ODE from ``t_start`` to ``t_end`` with adaptive RK45.
 
     Either direction works: t_end < t_start samples (noise -> data), t_end > t_start encodes
@@ -433,19 +476,48 @@ def solve_probability_flow(sde, score_fn, x, t_start, t_end, *, rtol=1e-5, atol=
         return v.reshape(-1).double().cpu().numpy()
 
     y0 = x.reshape(-1).double().cpu().numpy()
-    solution = solve_ivp(velocity, (float(t_start), float(t_end)), y0, method="RK45",
-                         rtol=rtol, atol=atol, t_eval=t_eval)
+    solution = solve_ivp(
+        velocity,
+        (float(t_start), float(t_end)),
+        y0,
+        method="RK45",
+        rtol=rtol,
+        atol=atol,
+        t_eval=t_eval,
+    )
     if not solution.success:
         raise RuntimeError(f"RK45 failed: {solution.message}")
-    x_end = torch.from_numpy(solution.y[:, -1]).to(device=device, dtype=dtype).reshape(shape)
-    xs = [torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
-          for y in solution.y.T]
-    info = {"nfev": solution.nfev, "t": solution.t, "xs": xs, "message": solution.message}
+    x_end = (
+        torch.from_numpy(solution.y[:, -1])
+        .to(device=device, dtype=dtype)
+        .reshape(shape)
+    )
+    xs = [
+        torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
+        for y in solution.y.T
+    ]
+    info = {
+        "nfev": solution.nfev,
+        "t": solution.t,
+        "xs": xs,
+        "message": solution.message,
+    }
     return x_end, info
 
 
-def ode_rk45(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None, rtol=1e-5,
-             atol=1e-5, stats=None):
+def ode_rk45(
+    sde,
+    score_fn,
+    x,
+    ts,
+    *,
+    t_min=None,
+    callback=None,
+    generator=None,
+    rtol=1e-5,
+    atol=1e-5,
+    stats=None,
+):
     """Adaptive Runge-Kutta 4(5) (Dormand-Prince, scipy) on the probability-flow ODE.
 
     The solver picks its own step sizes to meet rtol/atol; ``ts`` only sets the end points
@@ -454,8 +526,16 @@ def ode_rk45(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None,
     """
     ts = _start(sde, x, ts, t_min, callback)
     t_eval = ts.double().cpu().numpy()
-    x_end, info = solve_probability_flow(sde, score_fn, x, float(ts[0]), float(ts[-1]),
-                                         rtol=rtol, atol=atol, t_eval=t_eval)
+    x_end, info = solve_probability_flow(
+        sde,
+        score_fn,
+        x,
+        float(ts[0]),
+        float(ts[-1]),
+        rtol=rtol,
+        atol=atol,
+        t_eval=t_eval,
+    )
     if callback is not None:
         for i in range(1, len(ts)):
             callback(i, ts[i], info["xs"][i])

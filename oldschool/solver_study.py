@@ -26,8 +26,9 @@ from . import samplers
 
 def exact_solution(sde, score_fn, x, t_min=1e-3, tol=1e-10):
     """The probability-flow ODE solved from x at T to ``t_min`` by RK45 at rtol = atol = tol."""
-    x_end, _ = samplers.solve_probability_flow(sde, score_fn, x, sde.T, t_min, rtol=tol,
-                                               atol=tol)
+    x_end, _ = samplers.solve_probability_flow(
+        sde, score_fn, x, sde.T, t_min, rtol=tol, atol=tol
+    )
     return x_end
 
 
@@ -71,6 +72,7 @@ def observed_order(rows):
 # The peer: k-diffusion
 # ------------------------------------------------------------------------------------
 
+
 def k_diffusion_sampling():
     """``k_diffusion.sampling`` imported alone (None when k-diffusion is not installed)."""
     if "k_diffusion.sampling" in sys.modules:
@@ -90,8 +92,11 @@ def k_denoiser(sde, score_fn):
     s (shape (B,)) maps to t through the log-SNR lam = -2 log s; then x = alpha(t) y and
     D = x0_hat(x, t) = (x + sigma^2 score) / alpha (Karras et al. 2022, Table 1).
     """
+
     def model(y, s):
-        t = sde.t_of_lam(-2 * torch.log(s)).clamp(0, sde.T)  # (B,); clamp: rounding at T
+        t = sde.t_of_lam(-2 * torch.log(s)).clamp(
+            0, sde.T
+        )  # (B,); clamp: rounding at T
         alpha, sigma = sde.alpha(t)[:, None], sde.sigma(t)[:, None]
         x = alpha * y
         return (x + sigma**2 * score_fn(x, t)) / alpha
@@ -127,3 +132,32 @@ def k_run(k_sampling, name, sde, score_fn, x, nfe, grid, *, t_min=1e-3):
         sigmas = samplers.noise_levels(sde, ts)
         y = getattr(k_sampling, f"sample_{name}")(model, y, sigmas, disable=True)
     return alpha_0 * y, counted.calls
+
+
+def peer_table(sde, score_fn, x, reference, nfes, k_sampling):
+    """{nfe: {label: error}} for both sides at each NFE: every oldschool ODE sampler on every
+    grid ('ours:<name>/<grid>'), every k-diffusion sampler of ``K_SAMPLERS`` on its grids
+    ('k:<name>/<grid>'; ``dpm_fast`` picks its own), all from the same x to the same t_min."""
+    table = {}
+    for nfe in nfes:
+        row = {}
+        for name in samplers.ODE_SAMPLERS:
+            for schedule in samplers.SCHEDULES:
+                out, used = run(name, sde, score_fn, x, nfe, schedule)
+                row[f"ours:{name}/{schedule}"] = mean_error(out, reference)
+        for name in K_SAMPLERS if k_sampling is not None else ():
+            for grid in ("own",) if name == "dpm_fast" else K_GRIDS:
+                out, used = k_run(k_sampling, name, sde, score_fn, x, nfe, grid)
+                row[f"k:{name}/{grid}"] = mean_error(out, reference)
+        table[nfe] = row
+    return table
+
+
+def best_of_each_side(row):
+    """(our best error, its label, k-diffusion's best error, its label) of one table row."""
+    ours = min((e, k[5:]) for k, e in row.items() if k.startswith("ours:"))
+    theirs = min(
+        ((e, k[2:]) for k, e in row.items() if k.startswith("k:")),
+        default=(float("nan"), "-"),
+    )
+    return (*ours, *theirs)

@@ -236,6 +236,19 @@ class GaussianMixture:
         idx = torch.as_tensor(components, dtype=torch.long).reshape(-1).to(x.device)
         return torch.logsumexp(log_joint[:, idx], 1) - torch.logsumexp(log_joint, 1)
 
+    def assigned_weights(self, x):
+        """The fraction of the points (B, D) whose most likely component is k, shape (K,)."""
+        labels = self.responsibilities(x).argmax(1)
+        return labels.bincount(minlength=self.num_components).to(x.dtype) / len(x)
+
+    def short_axis_widths(self, x):
+        """Per component, the std of its assigned points along their narrowest direction
+        (the smallest eigenvalue of their covariance, square-rooted), shape (K,); the
+        truth is ``eigvals.min(1).sqrt()``."""
+        labels = self.responsibilities(x).argmax(1)
+        return torch.stack([torch.linalg.eigvalsh(torch.cov(x[labels == k].T.double()))
+                            .min().sqrt() for k in range(self.num_components)])
+
     def sample_tilted(self, n, components, scale, generator=None, oversample=50):
         """``n`` draws of the tilted density p(x) p(c | x)^w / Z by sampling-importance-
         resampling: ``oversample * n`` draws of p, resampled with weights p(c | x)^w."""

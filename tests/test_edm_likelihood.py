@@ -38,16 +38,21 @@ def test_preconditioning_makes_unit_variance_input_and_target():
     s = torch.full((4,), 80.0, dtype=torch.float64)
     y = torch.ones(4, 1, dtype=torch.float64)
     assert float(edm.denoiser(network, y, s, sigma_data)[0]) == pytest.approx(
-        sigma_data**2 / (80.0**2 + sigma_data**2))
+        sigma_data**2 / (80.0**2 + sigma_data**2)
+    )
 
 
-@pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE()], ids=["vp", "subvp", "ve"])
+@pytest.mark.parametrize(
+    "sde", [VPSDE(), SubVPSDE(), VESDE()], ids=["vp", "subvp", "ve"]
+)
 def test_denoiser_from_score_is_the_exact_posterior_mean(sde):
     """D(y, s) from the score equals E[x0 | y] of the mixture computed in the VE form
     (the mixture diffused by a VE path of noise level s, Tweedie there)."""
     t = torch.full((64,), 0.3, dtype=torch.float64)
     s = samplers.noise_levels(sde, t)
-    y = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.randn(
+        64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     D = edm.denoiser_from_score(sde, MIXTURE.score_fn(sde))(y, s)
     ve = VESDE(sigma_min=1e-9, sigma_max=100.0)
     t_ve = ve.t_of_lam(-2 * torch.log(s))
@@ -60,7 +65,9 @@ def test_loss_weightings_relations():
     x0 = eps x e^-lam, and each integrates what its training draws: t ~ U(0, 1) on the
     VP path covers lam(1) .. lam(0) with total mass 1."""
     sde = VPSDE()
-    lam = torch.linspace(float(sde.lam(torch.tensor(1.0))), 12.0, 4001, dtype=torch.float64)
+    lam = torch.linspace(
+        float(sde.lam(torch.tensor(1.0))), 12.0, 4001, dtype=torch.float64
+    )
     w = edm.loss_weightings(lam, sde)
     torch.testing.assert_close(w["v"], w["eps"] * (1 + torch.exp(-lam)))
     torch.testing.assert_close(w["x0"], w["eps"] * torch.exp(-lam))
@@ -74,8 +81,9 @@ def test_churn_zero_is_edm_heun_and_churn_keeps_the_mixture():
     gen = torch.Generator().manual_seed(2)
     x = sde.prior_sample((3000, 2), generator=gen, dtype=torch.float64)
     ts = samplers.time_grid(sde, 20, schedule="edm", like=x)
-    torch.testing.assert_close(edm.stochastic_sampler(sde, score, x, ts),
-                               samplers.edm_heun(sde, score, x, ts))
+    torch.testing.assert_close(
+        edm.stochastic_sampler(sde, score, x, ts), samplers.edm_heun(sde, score, x, ts)
+    )
     churned = edm.stochastic_sampler(sde, score, x, ts, s_churn=10.0, generator=gen)
     weights = MIXTURE.responsibilities(churned).argmax(1).bincount(minlength=4) / len(x)
     se = (MIXTURE.weights * (1 - MIXTURE.weights) / len(x)).sqrt()
@@ -89,19 +97,30 @@ def test_likelihood_matches_the_exact_log_density(divergence):
     diffused mixture's closed form; a flipped divergence sign would be off by 2x the
     integral (several nats)."""
     sde, t_min = VPSDE(), 1e-2
-    x = MIXTURE.diffused(t_min, sde).sample(40, generator=torch.Generator().manual_seed(3),
-                                             dtype=torch.float64)
+    x = MIXTURE.diffused(t_min, sde).sample(
+        40, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
     exact = MIXTURE.diffused(t_min, sde).log_prob(x)
     p_T = MIXTURE.diffused(sde.T, sde)
-    est, info = likelihood.log_likelihood(sde, MIXTURE.score_fn(sde), x, t_min=t_min,
-                                          divergence=divergence, prior_log_prob=p_T.log_prob,
-                                          generator=torch.Generator().manual_seed(4))
+    est, info = likelihood.log_likelihood(
+        sde,
+        MIXTURE.score_fn(sde),
+        x,
+        t_min=t_min,
+        divergence=divergence,
+        prior_log_prob=p_T.log_prob,
+        generator=torch.Generator().manual_seed(4),
+    )
     if divergence == "exact":
         torch.testing.assert_close(est, exact, rtol=0, atol=2e-3)
     else:  # unbiased per point; the error averages out over points
-        assert abs(float((est - exact).mean())) < 4 * float((est - exact).std()) / math.sqrt(40)
+        assert abs(float((est - exact).mean())) < 4 * float(
+            (est - exact).std()
+        ) / math.sqrt(40)
         assert float((est - exact).abs().mean()) < 2.0
     assert float(info["integral"].abs().mean()) > 1.0
+    flipped = info["prior"] - info["integral"]  # the book's check on a flipped sign
+    assert float((flipped - exact).abs().mean()) > 1.0
 
 
 def test_mixture_moments_conditional_and_tilt():

@@ -10,8 +10,12 @@ from oldschool import samplers, solver_study, toy
 from oldschool.sde import VESDE, VPSDE, DiscreteVP, GaussianPath, SubVPSDE
 
 MIXTURE = toy.example_mixture()
-PATHS = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(),
-         "sd": DiscreteVP.stable_diffusion()}
+PATHS = {
+    "vp": VPSDE(),
+    "subvp": SubVPSDE(),
+    "ve": VESDE(),
+    "sd": DiscreteVP.stable_diffusion(),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +79,9 @@ def test_grid_and_int_agree_and_bad_grids_fail():
     x = sde.prior_sample((50, 2), generator=torch.Generator().manual_seed(0))
     score = MIXTURE.score_fn(sde)
     by_int = samplers.dpm_solver_2m(sde, score, x, 8, t_min=0.01)
-    by_grid = samplers.dpm_solver_2m(sde, score, x, samplers.time_grid(sde, 8, t_min=0.01))
+    by_grid = samplers.dpm_solver_2m(
+        sde, score, x, samplers.time_grid(sde, 8, t_min=0.01)
+    )
     torch.testing.assert_close(by_int, by_grid)
     with pytest.raises(ValueError, match="strictly decreasing"):
         samplers.ddim(sde, score, x, torch.tensor([0.5, 0.6, 0.1]))
@@ -89,24 +95,36 @@ def test_grid_and_int_agree_and_bad_grids_fail():
 
 def _errors(name, sde, x, reference, nfes, schedule):
     score = MIXTURE.score_fn(sde)
-    return [(nfe, solver_study.mean_error(
-        solver_study.run(name, sde, score, x, nfe, schedule)[0], reference)) for nfe in nfes]
+    return [
+        (
+            nfe,
+            solver_study.mean_error(
+                solver_study.run(name, sde, score, x, nfe, schedule)[0], reference
+            ),
+        )
+        for nfe in nfes
+    ]
 
 
 # Orders measured against the exact ODE solution, between the last two NFEs of each sweep.
 # dpm_solver_3m starts with one first-order step, whose O(h^2) local error caps its global
 # order at 2 (its third order shows pre-asymptotically: see chapter 6).
-ORDERS = {"ode_euler": (1, (160, 320)), "ddim": (1, (1280, 2560)),
-          "edm_heun": (2, (160, 320)), "dpm_solver_2m": (2, (160, 320)),
-          "dpm_solver_3m": (2, (320, 640))}
+ORDERS = {
+    "ode_euler": (1, (160, 320)),
+    "ddim": (1, (1280, 2560)),
+    "edm_heun": (2, (160, 320)),
+    "dpm_solver_2m": (2, (160, 320)),
+    "dpm_solver_3m": (2, (320, 640)),
+}
 
 
 @pytest.mark.parametrize("name", sorted(ORDERS))
 @pytest.mark.parametrize("path", ["vp", "ve"])
 def test_convergence_order_against_the_exact_solution(name, path):
     sde = PATHS[path]
-    x = sde.prior_sample((60, 2), generator=torch.Generator().manual_seed(0),
-                         dtype=torch.float64)
+    x = sde.prior_sample(
+        (60, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     reference = solver_study.exact_solution(sde, MIXTURE.score_fn(sde), x, tol=1e-12)
     order, nfes = ORDERS[name]
     rows = _errors(name, sde, x, reference, nfes, "logsnr")
@@ -119,8 +137,9 @@ def test_ddim_is_the_exponential_integrator_and_3m_beats_2m():
     and at 20 NFE the third-order multistep beats the second-order one on the logsnr grid."""
     sde = VPSDE()
     score = MIXTURE.score_fn(sde)
-    x = sde.prior_sample((200, 2), generator=torch.Generator().manual_seed(1),
-                         dtype=torch.float64)
+    x = sde.prior_sample(
+        (200, 2), generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     ts = samplers.time_grid(sde, 6, schedule="logsnr", like=x)
     ours = samplers.ddim(sde, score, x, ts)
     y = x
@@ -139,12 +158,15 @@ def test_samplers_run_on_any_gaussian_path():
     the exact ODE solution; with a flipped sign in the step it would not."""
     path = LinearPath()
     score = MIXTURE.score_fn(path)
-    x = torch.randn(200, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x = torch.randn(
+        200, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
     x = 0.99 * x  # roughly p_0.99: sigma = 0.99, signal 0.01 x0
     ts = samplers.time_grid(path, 40, t_min=1e-3, t_max=0.99, schedule="logsnr", like=x)
     out = samplers.dpm_solver_3m(path, score, x, ts)
-    exact, _ = samplers.solve_probability_flow(path, score, x, 0.99, 1e-3, rtol=1e-10,
-                                               atol=1e-10)
+    exact, _ = samplers.solve_probability_flow(
+        path, score, x, 0.99, 1e-3, rtol=1e-10, atol=1e-10
+    )
     assert solver_study.mean_error(out, exact) < 2e-3
     assert solver_study.mean_error(x, exact) > 0.3  # the ODE moved the points far
 
@@ -159,17 +181,27 @@ def test_final_denoise_is_one_tweedie_step():
         a, s = sde.alpha(t)[:, None], sde.sigma(t)[:, None]
         return -x / (a**2 * c**2 + s**2)
 
-    x = sde.prior_sample((2000, 1), generator=torch.Generator().manual_seed(3),
-                         dtype=torch.float64)
+    x = sde.prior_sample(
+        (2000, 1), generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
     runs = {}
     for final in samplers.FINAL_STEPS:
         counted = samplers.CountingScore(score)
-        runs[final] = samplers.euler_maruyama(sde, counted, x, 50, t_min=t_min, final=final,
-                                              generator=torch.Generator().manual_seed(4))
+        runs[final] = samplers.euler_maruyama(
+            sde,
+            counted,
+            x,
+            50,
+            t_min=t_min,
+            final=final,
+            generator=torch.Generator().manual_seed(4),
+        )
         assert counted.calls == 50 + (final == "denoise")
     t = torch.tensor(t_min, dtype=torch.float64)
     a, s = float(sde.alpha(t)), float(sde.sigma(t))
-    torch.testing.assert_close(runs["denoise"], a * c**2 / (a**2 * c**2 + s**2) * runs["noise"])
+    torch.testing.assert_close(
+        runs["denoise"], a * c**2 / (a**2 * c**2 + s**2) * runs["noise"]
+    )
     assert runs["mean"].var() < runs["noise"].var()
 
 
@@ -181,19 +213,36 @@ def k_sampling():
     return module
 
 
-@pytest.mark.parametrize("ours, theirs, schedule, grid", [
-    ("dpm_solver_2m", "dpmpp_2m", "logsnr", "exponential"),
-    ("dpm_solver_2m", "dpmpp_2m", "edm", "karras"),
-    ("ddim", "euler", "logsnr", "exponential"),
-    ("edm_heun", "heun", "edm", "karras"),
-])
-def test_same_algorithm_same_grid_as_k_diffusion(k_sampling, ours, theirs, schedule, grid):
+@pytest.mark.parametrize(
+    "ours, theirs, schedule, grid",
+    [
+        ("dpm_solver_2m", "dpmpp_2m", "logsnr", "exponential"),
+        ("dpm_solver_2m", "dpmpp_2m", "edm", "karras"),
+        ("ddim", "euler", "logsnr", "exponential"),
+        ("edm_heun", "heun", "edm", "karras"),
+    ],
+)
+def test_same_algorithm_same_grid_as_k_diffusion(
+    k_sampling, ours, theirs, schedule, grid
+):
     """Given the same exact score as a denoiser in the VE form, our samplers reproduce
     k-diffusion's to rounding (DDIM is Euler in the VE form: Karras et al. 2022, Sec. 3)."""
     sde = VPSDE()
     score = MIXTURE.score_fn(sde)
-    x = sde.prior_sample((100, 2), generator=torch.Generator().manual_seed(5),
-                         dtype=torch.float64)
+    x = sde.prior_sample(
+        (100, 2), generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
     mine, _ = solver_study.run(ours, sde, score, x, 12, schedule)
     peer, _ = solver_study.k_run(k_sampling, theirs, sde, score, x, 12, grid)
     torch.testing.assert_close(mine, peer, rtol=1e-8, atol=1e-8)
+
+
+def test_order_check_fails_on_a_first_order_method():
+    """Chapter 6's order check (|order - 2| < 0.3 for DPM-Solver++(2M)) on DDIM, which is
+    2M with its extrapolation dropped: it must fail."""
+    sde = VPSDE()
+    x = sde.prior_sample((60, 2), generator=torch.Generator().manual_seed(0),
+                         dtype=torch.float64)
+    reference = solver_study.exact_solution(sde, MIXTURE.score_fn(sde), x, tol=1e-12)
+    rows = _errors("ddim", sde, x, reference, (160, 320), "logsnr")
+    assert abs(solver_study.observed_order(rows) - 2) > 0.3
