@@ -104,8 +104,10 @@ def k_denoiser(sde, score_fn):
     return model
 
 
-K_SAMPLERS = ("euler", "heun", "dpm_2", "lms", "dpmpp_2m", "dpm_fast")
-"""k-diffusion's fixed-NFE deterministic samplers (``sample_<name>``)."""
+K_SAMPLERS = ("euler", "heun", "dpm_2", "lms", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde",
+              "dpm_fast")
+"""k-diffusion's fixed-NFE deterministic samplers (``sample_<name>``); the two ``_sde`` ones
+run with eta = 0, which makes them deterministic (3M is then DPM-Solver++(3M))."""
 K_GRIDS = {"karras": "edm", "exponential": "logsnr"}
 """k-diffusion's grids and ours: the same noise levels (built here in float64 by
 ``samplers.time_grid``; k-diffusion's ``get_sigmas_*`` build them in float32)."""
@@ -130,7 +132,8 @@ def k_run(k_sampling, name, sde, score_fn, x, nfe, grid, *, t_min=1e-3):
         steps = max(1, nfe // (2 if name in ("heun", "dpm_2") else 1))
         ts = samplers.time_grid(sde, steps, t_min=t_min, schedule=K_GRIDS[grid], like=x)
         sigmas = samplers.noise_levels(sde, ts)
-        y = getattr(k_sampling, f"sample_{name}")(model, y, sigmas, disable=True)
+        extra = {"eta": 0.0} if name.endswith("_sde") else {}  # deterministic
+        y = getattr(k_sampling, f"sample_{name}")(model, y, sigmas, disable=True, **extra)
     return alpha_0 * y, counted.calls
 
 

@@ -115,6 +115,7 @@ ORDERS = {
     "edm_heun": (2, (160, 320)),
     "dpm_solver_2m": (2, (160, 320)),
     "dpm_solver_3m": (2, (320, 640)),
+    "dpm_solver_3m_pc": (3, (320, 640)),  # the corrector also corrects the first step
 }
 
 
@@ -220,6 +221,7 @@ def k_sampling():
         ("dpm_solver_2m", "dpmpp_2m", "edm", "karras"),
         ("ddim", "euler", "logsnr", "exponential"),
         ("edm_heun", "heun", "edm", "karras"),
+        ("dpm_solver_3m", "dpmpp_3m_sde", "logsnr", "exponential"),  # eta = 0
     ],
 )
 def test_same_algorithm_same_grid_as_k_diffusion(
