@@ -68,6 +68,16 @@ def main():
             f"{nfe:4d} | {ours:9.2e} {ours_label:>30} | {theirs:9.2e} "
             f"{theirs_label:>26} | {ours / theirs:.2f}"
         )
+        no_sde = {
+            k: e
+            for k, e in row.items()
+            if not k.endswith("_sde/exponential") and not k.endswith("_sde/karras")
+        }
+        _, _, alt, alt_label = solver_study.best_of_each_side(no_sde)
+        print(
+            f"     | {'':40} | {alt:9.2e} {alt_label:>26} | {ours / alt:.2f}"
+            "  (k-diffusion without its eta = 0 SDE samplers)"
+        )
         if args.all:
             for key, err in sorted(row.items(), key=lambda kv: kv[1]):
                 print(f"       {err:9.2e}  {key}")
@@ -79,18 +89,20 @@ def main():
     for device in devices:
         xd = x.to(device)
         ours = seconds_per_nfe(
-            lambda: solver_study.run("dpm_solver_3m", sde, score_fn, xd, nfe, "logsnr"),
+            lambda: solver_study.run(
+                "dpm_solver_3m_pc", sde, score_fn, xd, nfe, "logsnr"
+            ),
             nfe,
         )
-        line = f"{device.type}: oldschool dpm_solver_3m {ours * 1e3:.2f} ms per NFE"
+        line = f"{device.type}: oldschool dpm_solver_3m_pc {ours * 1e3:.2f} ms per NFE"
         if k_sampling is not None:
             theirs = seconds_per_nfe(
                 lambda: solver_study.k_run(
-                    k_sampling, "dpmpp_2m", sde, score_fn, xd, nfe, "exponential"
+                    k_sampling, "dpmpp_3m_sde", sde, score_fn, xd, nfe, "exponential"
                 ),
                 nfe,
             )
-            line += f"; k-diffusion dpmpp_2m {theirs * 1e3:.2f} ms per NFE"
+            line += f"; k-diffusion dpmpp_3m_sde {theirs * 1e3:.2f} ms per NFE"
         print(line + f" ({args.particles} particles, float64)")
 
 
