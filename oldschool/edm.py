@@ -1,10 +1,10 @@
 """The EDM view: every Gaussian path is a noise level, every loss a weighting over log-SNR.
 
 Karras et al. 2022 ("Elucidating the design space of diffusion-based generative models",
-EDM) divide x_t = alpha(t) x0 + sigma(t) eps by alpha: y = x0 + s eps with the noise level
-s = sigma / alpha = exp(-lam / 2). In (y, s) every VP, sub-VP, VE or linear path is the
-same VE process, and the probability-flow ODE is dy/ds = (y - D(y, s)) / s with the
-denoiser D = E[x0 | y] (``samplers.edm_heun``). This module holds:
+EDM) divide x_t = alpha(t) x0 + sigma(t) eps by alpha: y = x0 + s eps with the noise
+level s = sigma / alpha = exp(-lam / 2). In (y, s) every VP, sub-VP, VE or linear path
+is the same VE process, and the probability-flow ODE is dy/ds = (y - D(y, s)) / s with
+the denoiser D = E[x0 | y] (``samplers.edm_heun``). This module holds:
 
 * the preconditioning c_skip, c_out, c_in, c_noise (EDM Table 1) and the denoiser
   D(y, s) = c_skip y + c_out F(c_in y, c_noise) built on a raw network F;

@@ -49,10 +49,11 @@ def log_likelihood(
 ):
     """log p_{t_min}(x) by integrating eq. (18) and its divergence from t_min to T.
 
-    x: (B, D) points at t = t_min. divergence: "exact" or "hutchinson" (Rademacher probes
-    drawn once with ``generator``). prior_log_prob: log p_T as a function of x_T (default
-    ``sde.prior_log_prob``, the N(0, prior_std^2 I) the samplers start from). Returns (log p (B,), info) with info = {"nfev",
-    "prior" (log p_T(x_T)), "integral" (int div v dt), "x_T"}. Runs in x's dtype.
+    x: (B, D) points at t = t_min. divergence: "exact" or "hutchinson" (Rademacher
+    probes drawn once with ``generator``). prior_log_prob: log p_T as a function of x_T
+    (default ``sde.prior_log_prob``, the N(0, prior_std^2 I) the samplers start from).
+    Returns (log p (B,), info) with info = {"nfev", "prior" (log p_T(x_T)), "integral"
+    (int div v dt), "x_T"}. Runs in x's dtype.
     """
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")

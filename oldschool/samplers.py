@@ -4,21 +4,23 @@ Every sampler has one signature,
 
     sampler(sde, score_fn, x, ts, *, callback=None, generator=None) -> x at t = ts[-1]
 
-``sde`` is any ``GaussianPath`` (x_t = alpha(t) x0 + sigma(t) eps); ``x`` holds samples at
-t = ts[0]; ``score_fn(x, t)`` takes t of shape (B,). ``ts`` is the time grid, a decreasing
-1-D tensor t_0 > t_1 > ... > t_N (``time_grid`` builds the usual ones); an int N still means
-N uniform steps from T to ``t_min`` (default 1e-3; the score blows up at t = 0, so Song et
-al. 2021 stop short of it). Grid and solver are two separate levers (Karras et al. 2022).
-``callback(i, t_i, x_i)`` is called for i = 0..N, first with the starting point.
+``sde`` is any ``GaussianPath`` (x_t = alpha(t) x0 + sigma(t) eps); ``x`` holds samples
+at t = ts[0]; ``score_fn(x, t)`` takes t of shape (B,). ``ts`` is the time grid, a
+decreasing 1-D tensor t_0 > t_1 > ... > t_N (``time_grid`` builds the usual ones); an
+int N still means N uniform steps from T to ``t_min`` (default 1e-3; the score blows up
+at t = 0, so Song et al. 2021 stop short of it). Grid and solver are two separate levers
+(Karras et al. 2022). ``callback(i, t_i, x_i)`` is called for i = 0..N, first with the
+starting point.
 
-Everything is written in alpha, sigma and the log-SNR lam = log(alpha^2 / sigma^2), so the
-samplers run on VP, sub-VP, VE, DiscreteVP and the linear path of chapter 8 alike. The
-network enters only through the score; the denoised estimate ("x0-prediction", Tweedie) is
-x0_hat = (x + sigma^2 score) / alpha, and the noise estimate is eps_hat = -sigma score.
+Everything is written in alpha, sigma and the log-SNR lam = log(alpha^2 / sigma^2), so
+the samplers run on VP, sub-VP, VE, DiscreteVP and the linear path of chapter 8 alike.
+The network enters only through the score; the denoised estimate ("x0-prediction",
+Tweedie) is x0_hat = (x + sigma^2 score) / alpha, and the noise estimate is eps_hat =
+-sigma score.
 
-Models: Song et al. 2021 (Euler-Maruyama, predictor-corrector, the probability-flow ODE),
-Ho et al. 2020 (ancestral sampling), Song, Meng & Ermon 2021 (DDIM), Lu et al. 2022a/b
-(DPM-Solver, DPM-Solver++), Karras et al. 2022 (Heun, the EDM grid).
+Models: Song et al. 2021 (Euler-Maruyama, predictor-corrector, the probability-flow
+ODE), Ho et al. 2020 (ancestral sampling), Song, Meng & Ermon 2021 (DDIM), Lu et al.
+2022a/b (DPM-Solver, DPM-Solver++), Karras et al. 2022 (Heun, the EDM grid).
 """
 
 import math
@@ -41,12 +43,12 @@ def time_grid(
 ):
     """The grid t_max = t_0 > ... > t_steps = t_min, shape (steps + 1,), float64 by default.
 
-    schedule: "uniform" in t (Song et al. 2021); "edm", the noise level sigma/alpha spaced
-    uniformly in sigma^(1/rho) (Karras et al. 2022, eq. (5); rho = 7); "logsnr", uniform in
-    lam (Lu et al. 2022a; k-diffusion's "exponential" grid). The noise levels are mapped
-    back to t exactly through ``sde.t_of_lam`` (lam = -2 log(sigma/alpha)).
-    t_max: the start, default ``sde.T`` (a path with alpha(T) = 0 needs t_max < T for the
-    "edm" and "logsnr" grids, whose noise level must be finite).
+    schedule: "uniform" in t (Song et al. 2021); "edm", the noise level sigma/alpha
+    spaced uniformly in sigma^(1/rho) (Karras et al. 2022, eq. (5); rho = 7); "logsnr",
+    uniform in lam (Lu et al. 2022a; k-diffusion's "exponential" grid). The noise levels
+    are mapped back to t exactly through ``sde.t_of_lam`` (lam = -2 log(sigma/alpha)).
+    t_max: the start, default ``sde.T`` (a path with alpha(T) = 0 needs t_max < T for
+    the "edm" and "logsnr" grids, whose noise level must be finite).
     """
     t_max = sde.T if t_max is None else float(t_max)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -148,8 +150,8 @@ def forward_euler_maruyama(
 ):
     """Simulate the forward SDE, eq. (14), from data x0 at t = 0 to ``t_end`` (default T).
 
-    Euler-Maruyama on a uniform grid 0 = t_0 < ... < t_steps = t_end:
-    x <- x + f(x, t) dt + g(t) sqrt(dt) z. ``callback(i, t_i, x_i)`` as for the samplers.
+    Euler-Maruyama on a uniform grid 0 = t_0 < ... < t_steps = t_end: x <- x + f(x, t)
+    dt + g(t) sqrt(dt) z. ``callback(i, t_i, x_i)`` as for the samplers.
     """
     t_end = sde.T if t_end is None else float(t_end)
     if not isinstance(steps, int) or steps < 1:
@@ -218,7 +220,8 @@ def predictor_corrector(
         x <- x + delta score + sqrt(2 delta) z,  delta = 2 (snr ||z|| / ||score||)^2,
     with the norms averaged over the batch (a per-sample ratio explodes where the score
     vanishes, at the modes), then one reverse-diffusion (Euler-Maruyama) predictor step
-    to t_{i+1}. snr: the corrector's signal-to-noise ratio (0.16: Song et al., VE, CIFAR-10).
+    to t_{i+1}. snr: the corrector's signal-to-noise ratio (0.16: Song et al., VE,
+    CIFAR-10).
     """
     if not isinstance(corrector_steps, int) or corrector_steps < 0:
         raise ValueError(
@@ -249,8 +252,8 @@ def predictor_corrector(
 def _posterior_step(sde, score_fn, x, t, s):
     """Tweedie's x0_hat at t and the Gaussian q(x_s | x_t, x0_hat) of the forward process.
 
-    x_t | x_s ~ N(a x_s, v) with a = alpha_t / alpha_s and v = sigma_t^2 - a^2 sigma_s^2.
-    Returns (x0_hat, eps_hat, posterior mean, posterior variance).
+    x_t | x_s ~ N(a x_s, v) with a = alpha_t / alpha_s and v = sigma_t^2 - a^2
+    sigma_s^2. Returns (x0_hat, eps_hat, posterior mean, posterior variance).
     """
     t_b, s_b = _batch_time(t, x), _batch_time(s, x)
     m_t, s_t = (append_dims(v, x.dim()) for v in (sde.alpha(t_b), sde.sigma(t_b)))
@@ -271,8 +274,9 @@ def _posterior_step(sde, score_fn, x, t, s):
 def ddpm_ancestral(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None):
     """Ancestral sampling (Ho et al. 2020, Alg. 2), for any path: x_s ~ q(x_s | x_t, x0_hat).
 
-    With ``sde = DiscreteVP(...)``, ``ts = N`` and ``t_min = 1/N`` it is exactly DDPM's loop
-    over t = N..1. The last step returns the posterior mean (no noise), as DDPM does.
+    With ``sde = DiscreteVP(...)``, ``ts = N`` and ``t_min = 1/N`` it is exactly DDPM's
+    loop over t = N..1. The last step returns the posterior mean (no noise), as DDPM
+    does.
     """
     ts = _start(sde, x, ts, t_min, callback)
     steps = len(ts) - 1
@@ -293,7 +297,8 @@ def ddpm_ancestral(sde, score_fn, x, ts, *, t_min=None, callback=None, generator
 def ode_euler(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None):
     """Euler's method in t on the probability-flow ODE, eq. (18)-(19): x <- x + v(x, t) dt.
 
-    First order: the global error shrinks like the largest step. ``generator`` is unused.
+    First order: the global error shrinks like the largest step. ``generator`` is
+    unused.
     """
     ts = _start(sde, x, ts, t_min, callback)
     flow = sde.reverse(score_fn, probability_flow=True)
@@ -310,9 +315,9 @@ def ode_euler(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None
 def ode_heun(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None):
     """Heun's method (explicit trapezoid) in t on the probability-flow ODE.
 
-    Karras et al. 2022, Alg. 1, but in the variable t and the state x: an Euler step gives a
-    trial point, the step is redone with the mean of the slopes at both ends. Second order,
-    two score evaluations per step.
+    Karras et al. 2022, Alg. 1, but in the variable t and the state x: an Euler step
+    gives a trial point, the step is redone with the mean of the slopes at both ends.
+    Second order, two score evaluations per step.
     """
     ts = _start(sde, x, ts, t_min, callback)
     flow = sde.reverse(score_fn, probability_flow=True)
@@ -397,8 +402,8 @@ def dpm_solver_2m(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=
     """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): second order, one evaluation per step.
 
     As DDIM, but x0_hat over the step is extrapolated linearly in l = lam / 2 from this
-    step's and the previous step's estimates: D = (1 + 1 / (2r)) x0_i - 1 / (2r) x0_{i-1},
-    r = h_{i-1} / h_i. The first step has no previous estimate and is DDIM's.
+    step's and the previous step's estimates: D = (1 + 1 / (2r)) x0_i - 1 / (2r)
+    x0_{i-1}, r = h_{i-1} / h_i. The first step has no previous estimate and is DDIM's.
     """
     ts = _start(sde, x, ts, t_min, callback)
     alpha, sigma, lam = sde.alpha(ts), sde.sigma(ts), sde.lam(ts)
@@ -471,11 +476,13 @@ def _adams_moulton_weights(nodes, h):
 
 
 @torch.no_grad()
-def dpm_solver_3m_pc(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None):
+def dpm_solver_3m_pc(
+    sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None
+):
     """DPM-Solver++(3M) as predictor, an exponential Adams-Moulton corrector as corrector.
 
-    The predictor's end point x_{i+1} must be evaluated anyway (D_{i+1} = x0_hat there, for
-    the next step); the corrector reuses that evaluation to redo the step with the
+    The predictor's end point x_{i+1} must be evaluated anyway (D_{i+1} = x0_hat there,
+    for the next step); the corrector reuses that evaluation to redo the step with the
     quadratic through D_{i+1}, D_i, D_{i-1}: x_{i+1} = (sigma_{i+1} / sigma_i) x_i +
     alpha_{i+1} int_{-h}^0 e^u P(u) du (the idea of UniPC, Zhao et al. 2023, here with
     exact quadrature weights). D_{i+1} is not recomputed at the corrected point, so the
@@ -511,7 +518,9 @@ def dpm_solver_3m_pc(sde, score_fn, x, ts, *, t_min=None, callback=None, generat
             d_next = denoise(sde, score_fn, x_next, ts[i + 1])
             nodes = [(l[i + 1], d_next)] + history[:2]
             w = _adams_moulton_weights([lj - l[i + 1] for lj, _ in nodes], h)
-            x_next = linear + alpha[i + 1] * sum(wj * dj for wj, (_, dj) in zip(w.tolist(), nodes))
+            x_next = linear + alpha[i + 1] * sum(
+                wj * dj for wj, (_, dj) in zip(w.tolist(), nodes)
+            )
             history = [(l[i + 1], d_next)] + history[:2]
         x = x_next
         if callback is not None:
@@ -525,10 +534,10 @@ def solve_probability_flow(
 ):
     """Integrate the probability-flow ODE from ``t_start`` to ``t_end`` with adaptive RK45.
 
-    Either direction works: t_end < t_start samples (noise -> data), t_end > t_start encodes
-    (data -> noise). The state is flattened to float64 for scipy's ``solve_ivp``; each
-    evaluation runs the score in x's dtype on x's device.
-    Returns (x at t_end, info) with info = {"nfev", "t", "xs" (states at t_eval), "message"}.
+    Either direction works: t_end < t_start samples (noise -> data), t_end > t_start
+    encodes (data -> noise). The state is flattened to float64 for scipy's
+    ``solve_ivp``; each evaluation runs the score in x's dtype on x's device. Returns (x
+    at t_end, info) with info = {"nfev", "t", "xs" (states at t_eval), "message"}.
     """
     flow = sde.reverse(score_fn, probability_flow=True)
     shape, device, dtype = x.shape, x.device, x.dtype
@@ -584,9 +593,9 @@ def ode_rk45(
 ):
     """Adaptive Runge-Kutta 4(5) (Dormand-Prince, scipy) on the probability-flow ODE.
 
-    The solver picks its own step sizes to meet rtol/atol; ``ts`` only sets the end points
-    and the grid on which ``callback`` sees the trajectory. ``stats``, when a dict,
-    receives ``nfev``: the number of score evaluations it used.
+    The solver picks its own step sizes to meet rtol/atol; ``ts`` only sets the end
+    points and the grid on which ``callback`` sees the trajectory. ``stats``, when a
+    dict, receives ``nfev``: the number of score evaluations it used.
     """
     ts = _start(sde, x, ts, t_min, callback)
     t_eval = ts.double().cpu().numpy()

@@ -1,17 +1,18 @@
 """Solver accuracy on the exact score: error against NFE, solvers x grids, and a peer.
 
 Chapter 6 and ``benchmarks/sampler_accuracy.py`` measure each deterministic sampler the
-same way: start from one cloud of prior noise, integrate the probability-flow ODE (eq. (18))
-with an exact score (``toy.GaussianMixture.score``) to ``t_min``, and compare with the
-exact solution of the ODE from the same noise (adaptive RK45 at a tight tolerance), by the
-mean per-particle distance. With no score error, the only error left is the solver's.
+same way: start from one cloud of prior noise, integrate the probability-flow ODE (eq.
+(18)) with an exact score (``toy.GaussianMixture.score``) to ``t_min``, and compare with
+the exact solution of the ODE from the same noise (adaptive RK45 at a tight tolerance),
+by the mean per-particle distance. With no score error, the only error left is the
+solver's.
 
 The peer is k-diffusion (Crowson's reference implementation of Karras et al. 2022 and of
-DPM-Solver++), driven by the same exact score as a denoiser D(y, s) in the VE form
-y = x / alpha(t), s = sigma(t) / alpha(t) (``k_denoiser``). k-diffusion is a book/test-only
-dependency, installed without its training dependencies (see ``requirements-peers.txt``);
-``k_diffusion_sampling`` imports its ``sampling`` module alone, without the package's
-``__init__``, which pulls in those training dependencies.
+DPM-Solver++), driven by the same exact score as a denoiser D(y, s) in the VE form y = x
+/ alpha(t), s = sigma(t) / alpha(t) (``k_denoiser``). k-diffusion is a book/test-only
+dependency, installed without its training dependencies (see
+``requirements-peers.txt``); ``k_diffusion_sampling`` imports its ``sampling`` module
+alone, without the package's ``__init__``, which pulls in those training dependencies.
 """
 
 import importlib.util
@@ -40,7 +41,8 @@ def mean_error(x, reference):
 def run(name, sde, score_fn, x, nfe, schedule, *, t_min=1e-3, rho=7.0):
     """Run ``samplers.ODE_SAMPLERS[name]`` with ``nfe`` score evaluations on a grid.
 
-    Returns (x at t_min, the NFE actually used). Two-evaluation methods get nfe // 2 steps.
+    Returns (x at t_min, the NFE actually used). Two-evaluation methods get nfe // 2
+    steps.
     """
     steps = max(1, nfe // samplers.evaluations_per_step(name))
     ts = samplers.time_grid(sde, steps, t_min=t_min, schedule=schedule, rho=rho, like=x)
@@ -104,8 +106,16 @@ def k_denoiser(sde, score_fn):
     return model
 
 
-K_SAMPLERS = ("euler", "heun", "dpm_2", "lms", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde",
-              "dpm_fast")
+K_SAMPLERS = (
+    "euler",
+    "heun",
+    "dpm_2",
+    "lms",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "dpmpp_3m_sde",
+    "dpm_fast",
+)
 """k-diffusion's fixed-NFE deterministic samplers (``sample_<name>``); the two ``_sde`` ones
 run with eta = 0, which makes them deterministic (3M is then DPM-Solver++(3M))."""
 K_GRIDS = {"karras": "edm", "exponential": "logsnr"}
@@ -116,9 +126,10 @@ K_GRIDS = {"karras": "edm", "exponential": "logsnr"}
 def k_run(k_sampling, name, sde, score_fn, x, nfe, grid, *, t_min=1e-3):
     """Run k-diffusion's ``sample_<name>`` from x at T to t_min with ``nfe`` evaluations.
 
-    grid: "karras" (rho = 7) or "exponential", the noise levels of our "edm" and "logsnr"
-    grids (k-diffusion's own ``get_sigmas_*`` give the same in float32 and append a final
-    0, which would stop at t = 0 instead of t_min). Returns (x, nfe used).
+    grid: "karras" (rho = 7) or "exponential", the noise levels of our "edm" and
+    "logsnr" grids (k-diffusion's own ``get_sigmas_*`` give the same in float32 and
+    append a final 0, which would stop at t = 0 instead of t_min). Returns (x, nfe
+    used).
     """
     ends = torch.tensor([sde.T, t_min], dtype=torch.float64)
     s_max, s_min = (float(v) for v in samplers.noise_levels(sde, ends))
@@ -133,13 +144,16 @@ def k_run(k_sampling, name, sde, score_fn, x, nfe, grid, *, t_min=1e-3):
         ts = samplers.time_grid(sde, steps, t_min=t_min, schedule=K_GRIDS[grid], like=x)
         sigmas = samplers.noise_levels(sde, ts)
         extra = {"eta": 0.0} if name.endswith("_sde") else {}  # deterministic
-        y = getattr(k_sampling, f"sample_{name}")(model, y, sigmas, disable=True, **extra)
+        y = getattr(k_sampling, f"sample_{name}")(
+            model, y, sigmas, disable=True, **extra
+        )
     return alpha_0 * y, counted.calls
 
 
 def peer_table(sde, score_fn, x, reference, nfes, k_sampling):
     """{nfe: {label: error}} for both sides at each NFE: every oldschool ODE sampler on every
-    grid ('ours:<name>/<grid>'), every k-diffusion sampler of ``K_SAMPLERS`` on its grids
+    grid ('ours:<name>/<grid>'), every k-diffusion sampler of ``K_SAMPLERS`` on its
+    grids
     ('k:<name>/<grid>'; ``dpm_fast`` picks its own), all from the same x to the same t_min."""
     table = {}
     for nfe in nfes:

@@ -277,8 +277,12 @@ def sliced_wasserstein(x, y, num_projections=256, generator=None):
     """Sliced 2-Wasserstein distance between two equal-size point clouds (B, D).
 
     Projects both clouds on random unit directions, where W2 is the distance between the
-    sorted projections, and averages the squared distances over directions.
+    sorted projections, and averages the squared distances over directions. Without a
+    ``generator`` the directions are those of seed 0, the same on every call, so that
+    distances computed in different cells are measured with one ruler.
     """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
     if x.dim() != 2 or x.shape != y.shape:
         raise ValueError(f"need two point clouds of the same shape (B, D), got {tuple(x.shape)} and {tuple(y.shape)}")
     directions = torch.randn(x.shape[1], num_projections, generator=generator, dtype=torch.float64)
