@@ -5,6 +5,7 @@ The book's rule: a number a cell produced and the text quotes is pasted with MyS
 the mode changes. This module finds the exceptions in an *executed* notebook:
 
     python tests/prose_numbers.py _build/jupyter_execute/book/ch04_diffusion_as_vae.ipynb
+    python tests/prose_numbers.py book/errata.md _build/jupyter_execute/book/*.ipynb
 
 A candidate is a decimal number in a markdown cell (``4.12``, ``0.347``, ``1.5e-4``) or a
 percentage (``53%``) with at least two significant digits. It is reported when some
@@ -27,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NUMBER = re.compile(r"(?<![\w.^_{])[-+]?(?:\d+\.\d+|\d+(?=%))(?:[eE][-+]?\d+)?%?(?![\w.]*\d)")
 ROLE = re.compile(r"\{(?:glue|glue:text|glue:any|glue:md|ref|numref|cite|eq|doc)[^}]*\}`[^`]*`")
 DECLARED = re.compile(r"<!--\s*not-a-result:([^>]*)-->")
+SECTION = re.compile(r"(?i)\bsections?\s+\d+(?:\.\d+)*(?:\s*(?:,|and|-|to)\s*\d+(?:\.\d+)*)*")
+HEADING = re.compile(r"^#+ .*$", re.M)
 LINK = re.compile(r"\]\([^)]*\)|https?://\S+")
 LITERAL = re.compile(r"(?<![\w.])\d[\d_]*\.\d+(?:[eE][-+]?\d+)?|(?<![\w.])\d+[eE][-+]?\d+")
 
@@ -87,8 +90,8 @@ def output_text(nb):
 
 
 def prose_of(markdown):
-    """Markdown with glue/ref/cite roles and link targets removed."""
-    return LINK.sub("]", ROLE.sub(" ", markdown))
+    """Markdown without headings, section numbers, glue/ref/cite roles and link targets."""
+    return SECTION.sub(" ", HEADING.sub(" ", LINK.sub("]", ROLE.sub(" ", markdown))))
 
 
 def matches(prose_token, output_tokens):
@@ -138,11 +141,30 @@ def notebook_typed_numbers(nb, extra_inputs=frozenset()):
     return typed_numbers(markdown, output_text(nb), literals_in(code) | set(extra_inputs))
 
 
+def page_typed_numbers(markdown, notebooks, extra_inputs=frozenset()):
+    """Typed run numbers of a Markdown page (errata, preface) against executed notebooks.
+
+    A page quotes the chapters, so every chapter's outputs count as the run, and every
+    chapter's code literals as inputs.
+    """
+    code = "\n".join("".join(c["source"]) for nb in notebooks for c in nb["cells"]
+                     if c["cell_type"] == "code")
+    outputs = "\n".join(output_text(nb) for nb in notebooks)
+    return typed_numbers({0: markdown}, outputs, literals_in(code) | set(extra_inputs))
+
+
 if __name__ == "__main__":
+    names = sys.argv[1:]
+    notebooks = {n: json.loads(Path(n).read_text()) for n in names if n.endswith(".ipynb")}
     status = 0
-    for name in sys.argv[1:]:
-        hits = notebook_typed_numbers(json.loads(Path(name).read_text()), package_literals())
+    for name in names:
+        if name.endswith(".md"):
+            hits = page_typed_numbers(Path(name).read_text(), list(notebooks.values()),
+                                      package_literals())
+        else:
+            hits = notebook_typed_numbers(notebooks[name], package_literals())
         for index, token in hits:
-            print(f"{name}: markdown cell {index}: {token} is a run's output typed into the prose; glue it")
+            print(f"{name}: markdown cell {index}: {token} is a run's output typed into the prose; "
+                  "glue it")
         status |= bool(hits)
     sys.exit(status)
