@@ -72,11 +72,12 @@ CHAPTERS = {
                     norm_num_groups=32, steps=3000, beta1_steps=1500, batch_size=32, lr=1e-3, ema_decay=0.999,
                     perceptual_weight=1.0, lpips_net="vgg"),
     },
-    "ch4": {  # a ScoreMLP trained on 2-D data; n_*: data set and sample sizes; sample_steps: sampler steps
+    "ch4": {  # a ScoreMLP trained on 2-D data; n_*: data set and sample sizes; sample_steps: sampler steps;
+              # seeds: training seeds, equal budgets (the first one draws the figures)
         "cpu": dict(steps=2000, batch_size=512, hidden=128, layers=3, embed_dim=64, lr=2e-3, ema_decay=0.995,
-                    n_data=20_000, n_samples=2000, sample_steps=200),
+                    n_data=20_000, n_samples=2000, sample_steps=200, seeds=(3, 13, 23)),
         "gpu": dict(steps=20_000, batch_size=2048, hidden=256, layers=4, embed_dim=128, lr=1e-3, ema_decay=0.999,
-                    n_data=200_000, n_samples=20_000, sample_steps=1000),
+                    n_data=200_000, n_samples=20_000, sample_steps=1000, seeds=(3, 13, 23, 33, 43)),
     },
     "ch5": {  # n_particles: forward simulation; step_counts: the reverse-SDE sweep; the rest: the DSM ScoreMLP
         "cpu": dict(n_particles=4000, sim_steps=500, n_samples=4000, step_counts=(10, 30, 100, 300),
