@@ -102,8 +102,7 @@ def test_ch2_bound_check_fails_with_a_dropped_factor(tiny_vae):
     """ELBO <= log p(x) (quadrature) holds; with the 1/(2 sigma^2) dropped (eq. (10)'s way) it breaks."""
     model, x = tiny_vae
     sigma = 0.2
-    log_px = autoencoders.grid_log_likelihood(model, x, sigma, torch.zeros(3, 2, dtype=torch.float64),
-                                              torch.full((3,), 7.0, dtype=torch.float64), n=301)
+    log_px = autoencoders.grid_log_likelihood(model, x, sigma, half_width=7.0, n=301)
     g = torch.Generator().manual_seed(2)
     elbo = autoencoders.elbo_per_image(model, x, sigma=sigma, n_samples=2000, generator=g)
     with torch.no_grad():

@@ -109,13 +109,11 @@ def test_bad_inputs_give_clear_errors(tiny_vae):
         autoencoders.latent_usage(model, x[:, :, :1])
 
 
-def test_local_grid_matches_the_global_grid(tiny_vae):
+def test_grid_log_likelihood_matches_the_peer(tiny_vae):
     model, x = tiny_vae
     exact = grid_log_likelihood(model, x, sigma=0.5)
-    center = torch.zeros(len(x), 2, dtype=torch.float64)
-    local = autoencoders.grid_log_likelihood(model, x, 0.5, center, torch.full((len(x),), 7.0,
-                                             dtype=torch.float64), n=401)
-    assert torch.allclose(local, exact, atol=1e-8)
+    ours = autoencoders.grid_log_likelihood(model, x, 0.5, half_width=7.0, n=401, chunk=2)
+    assert torch.allclose(ours, exact, atol=1e-8)
 
 
 def test_fitted_posterior_closes_the_amortization_gap(tiny_vae):
