@@ -62,13 +62,13 @@ CHAPTERS = {
     # fit_steps: per-image q fit (amortization gap); elbo_samples: draws per ELBO; grid_*: the
     # quadrature of log p(x) on [-w, w]^2 (half width, points per axis); sweep_*: the beta sweep
     "ch2": {
-        "cpu": dict(steps=3000, batch_size=128, hidden=256, lr=2e-3, latent_dim=2, sigma=0.3, mc_samples=20_000,
+        "cpu": dict(steps=2000, batch_size=128, hidden=256, lr=2e-3, latent_dim=2, sigma=0.3, mc_samples=20_000,
                     seeds=3, is_images=200, is_samples=1000, fit_steps=150, elbo_samples=256, grid_half_width=6.0,
-                    grid_points=481, sweep_latent_dim=8, sweep_hidden=128, sweep_steps=1000, sweep_seeds=3,
+                    grid_points=481, sweep_latent_dim=8, sweep_hidden=128, sweep_steps=800, sweep_seeds=3,
                     betas=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0)),
         "gpu": dict(steps=20_000, batch_size=256, hidden=512, lr=1e-3, latent_dim=2, sigma=0.3, mc_samples=200_000,
                     seeds=5, is_images=1797, is_samples=5000, fit_steps=300, elbo_samples=1024, grid_half_width=6.0,
-                    grid_points=801, sweep_latent_dim=16, sweep_hidden=512, sweep_steps=10_000, sweep_seeds=5,
+                    grid_points=801, sweep_latent_dim=16, sweep_hidden=512, sweep_steps=5000, sweep_seeds=5,
                     betas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)),
     },
     # ch3: a small KL autoencoder on photo patches, f = 2**(len(block_out_channels) - 1): KL-f4 in

@@ -75,7 +75,7 @@ class Comparison:
 
     def __str__(self):
         d = self.difference
-        return f"{d.mean:+.3g} ± {d.sd:.2g} (se {d.se:.2g}, {d.n} seeds, t = {self.t:.1f})"
+        return f"{d.mean:+.3g} ± {d.sd:.2g} (se {d.se:.2g}, n = {d.n}, t = {self.t:.1f})"
 
 
 def compare(a, b, level=0.95):
