@@ -52,11 +52,11 @@ def progress():
 
 # Per-chapter sizes. Each entry is {"cpu": {...}, "gpu": {...}} with the same keys.
 CHAPTERS = {
-    "ch1": {  # seeds: training runs per model; latent_dims: the score-function variance sweep
+    "ch1": {  # seeds: runs per model; latent_dims, dim_samples: the score-function variance sweep
         "cpu": dict(steps=1000, batch_size=128, hidden=256, lr=2e-3, latent_dim=2, mc_samples=20_000,
-                    seeds=3, latent_dims=(1, 4, 16, 64, 256)),
+                    seeds=3, latent_dims=(1, 4, 16, 64, 256), dim_samples=20_000),
         "gpu": dict(steps=8000, batch_size=256, hidden=512, lr=1e-3, latent_dim=2, mc_samples=200_000,
-                    seeds=5, latent_dims=(1, 4, 16, 64, 256)),
+                    seeds=5, latent_dims=(1, 4, 16, 64, 256), dim_samples=50_000),
     },
     # ch2: sigma: the decoder's std; seeds: runs per model; is_*: importance-sampled log p(x);
     # fit_steps: per-image q fit (amortization gap); elbo_samples: draws per ELBO; grid_*: the
