@@ -52,25 +52,35 @@ def progress():
 
 # Per-chapter sizes. Each entry is {"cpu": {...}, "gpu": {...}} with the same keys.
 CHAPTERS = {
-    "ch1": {
-        "cpu": dict(steps=1500, batch_size=128, hidden=256, lr=2e-3, latent_dim=2, mc_samples=20_000),
-        "gpu": dict(steps=8000, batch_size=256, hidden=512, lr=1e-3, latent_dim=2, mc_samples=200_000),
+    "ch1": {  # seeds: runs per model; latent_dims, dim_samples: the score-function variance sweep
+        "cpu": dict(steps=1000, batch_size=128, hidden=256, lr=2e-3, latent_dim=2, mc_samples=20_000,
+                    seeds=3, latent_dims=(1, 4, 16, 64, 256), dim_samples=20_000),
+        "gpu": dict(steps=8000, batch_size=256, hidden=512, lr=1e-3, latent_dim=2, mc_samples=200_000,
+                    seeds=5, latent_dims=(1, 4, 16, 64, 256), dim_samples=50_000),
     },
-    "ch2": {  # sigma: the decoder's std; is_*: importance-sampled log p(x); sweep_*: the beta sweep
-        "cpu": dict(steps=3000, batch_size=128, hidden=256, lr=2e-3, latent_dim=2, sigma=0.3, mc_samples=20_000,
-                    is_images=300, is_samples=1000, sweep_latent_dim=8, sweep_hidden=128, sweep_steps=1000,
+    # ch2: sigma: the decoder's std; seeds: runs per model; is_*: importance-sampled log p(x);
+    # fit_steps: per-image q fit (amortization gap); elbo_samples: draws per ELBO; grid_*: the
+    # quadrature of log p(x) on [-w, w]^2 (half width, points per axis); sweep_*: the beta sweep
+    "ch2": {
+        "cpu": dict(steps=2000, batch_size=128, hidden=256, lr=2e-3, latent_dim=2, sigma=0.3, mc_samples=20_000,
+                    seeds=3, is_images=200, is_samples=1000, fit_steps=150, elbo_samples=256, grid_half_width=6.0,
+                    grid_points=481, sweep_latent_dim=8, sweep_hidden=128, sweep_steps=800, sweep_seeds=3,
                     betas=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0)),
         "gpu": dict(steps=20_000, batch_size=256, hidden=512, lr=1e-3, latent_dim=2, sigma=0.3, mc_samples=200_000,
-                    is_images=1797, is_samples=5000, sweep_latent_dim=16, sweep_hidden=512, sweep_steps=10_000,
+                    seeds=5, is_images=1797, is_samples=5000, fit_steps=300, elbo_samples=1024, grid_half_width=6.0,
+                    grid_points=801, sweep_latent_dim=16, sweep_hidden=512, sweep_steps=5000, sweep_seeds=5,
                     betas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)),
     },
-    "ch3": {  # a small KL-f4 on photo patches; beta1_steps: the beta = 1 run; perceptual_weight: LPIPS in the loss
+    # ch3: a small KL autoencoder on photo patches, f = 2**(len(block_out_channels) - 1): KL-f4 in
+    # CPU mode, KL-f8 (SD3's compression ratios: 48x and 12x) in GPU mode; seeds: runs per
+    # setting, each of `steps` steps (equal budgets); perceptual_weight: LPIPS in the loss
+    "ch3": {
         "cpu": dict(patch=32, n_train=4096, n_val=256, block_out_channels=(16, 32, 32), layers_per_block=1,
-                    norm_num_groups=8, steps=300, beta1_steps=150, batch_size=16, lr=2e-3, ema_decay=0.99,
+                    norm_num_groups=8, seeds=3, steps=150, batch_size=16, lr=2e-3, ema_decay=0.99,
                     perceptual_weight=0.0, lpips_net="alex"),
-        "gpu": dict(patch=64, n_train=16_384, n_val=1024, block_out_channels=(64, 128, 256), layers_per_block=2,
-                    norm_num_groups=32, steps=3000, beta1_steps=1500, batch_size=32, lr=1e-3, ema_decay=0.999,
-                    perceptual_weight=1.0, lpips_net="vgg"),
+        "gpu": dict(patch=64, n_train=16_384, n_val=1024, block_out_channels=(64, 128, 256, 256),
+                    layers_per_block=2, norm_num_groups=32, seeds=5, steps=2000, batch_size=32, lr=1e-3,
+                    ema_decay=0.999, perceptual_weight=1.0, lpips_net="vgg"),
     },
     "ch4": {  # a ScoreMLP trained on 2-D data; n_*: data set and sample sizes; sample_steps: sampler steps;
               # seeds: training seeds, equal budgets (the first one draws the figures)
