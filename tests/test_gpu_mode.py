@@ -36,7 +36,8 @@ def test_gpu_mode_without_cuda_or_override_is_still_refused(monkeypatch):
 def test_the_cap_switch(monkeypatch):
     monkeypatch.setenv(config.ENV_VAR, "cpu")
     monkeypatch.delenv(config.CAP_ENV_VAR, raising=False)
-    assert config.settings("ch1").capped is False and config.settings("ch1").steps == config.CHAPTERS["ch1"]["cpu"]["steps"]
+    S = config.settings("ch1")
+    assert S.capped is False and S.steps == config.CHAPTERS["ch1"]["cpu"]["steps"]
     monkeypatch.setenv(config.CAP_ENV_VAR, "1")
     assert config.settings("ch1").capped is True and config.settings("ch1").steps == 2
     monkeypatch.setenv(config.CAP_ENV_VAR, "yes")
