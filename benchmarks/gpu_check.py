@@ -63,8 +63,9 @@ get_ipython().ast_transformers.append(_OldschoolSoftAsserts())
 # Run in the kernel after the chapter: what it used, as one JSON line.
 MEASURE = r'''
 import json as _json, resource as _resource, torch as _torch
+_usage = _resource.getrusage(_resource.RUSAGE_SELF)
 print("OLDSCHOOL_MEASURE " + _json.dumps(dict(
-    peak_rss=_resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss * 1024,
+    peak_rss=_usage.ru_maxrss * 1024, cpu_seconds=_usage.ru_utime + _usage.ru_stime,
     peak_cuda=_torch.cuda.max_memory_allocated() if _torch.cuda.is_available() else None,
     soft_failures=globals().get("_oldschool_soft_failures", []),
     first_count=globals().get("_oldschool_first_count"))))
@@ -126,7 +127,8 @@ def run_chapter(path, capped, timeout):
     offset = (measure.get("first_count") or 0) - (nb.cells[0].get("execution_count") or 0) if capped else 0
     soft = [dict(cell=by_count.get(f["count"] - offset), line=f["line"], test=f["test"], message=f["message"])
             for f in measure.get("soft_failures", [])]
-    return dict(chapter=path.name, wall=wall, peak_rss=measure.get("peak_rss"), peak_cuda=measure.get("peak_cuda"),
+    return dict(chapter=path.name, wall=wall, cpu_seconds=measure.get("cpu_seconds"),
+                peak_rss=measure.get("peak_rss"), peak_cuda=measure.get("peak_cuda"),
                 errors=errors, soft_failures=soft, slowest=sorted(timings, reverse=True)[:3])
 
 
@@ -216,19 +218,21 @@ def write_report(results, throughput, forward, capped, device, total):
     import torch
 
     OUT.mkdir(parents=True, exist_ok=True)
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or 'unknown'})"
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
     load = os.getloadavg()
     lines = [f"# GPU-mode check: {'capped (OLDSCHOOL_CAP=1)' if capped else 'full GPU columns'}", "",
              f"Device: {where}; torch {torch.__version__}; {torch.get_num_threads()} threads in this process, "
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load average at the end "
              f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; {time.strftime('%Y-%m-%d %H:%M:%S')}; "
              f"chapters took {total:.0f} s in all.", "",
-             "| chapter | wall (s) | peak RSS (MiB) | peak CUDA (MiB) | errors | assertions not met "
-             "| slowest cells (s) |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "| chapter | wall (s) | kernel CPU (s) | peak RSS (MiB) | peak CUDA (MiB) | errors "
+             "| assertions not met | slowest cells (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         slow = ", ".join(f"#{i}: {s:.1f}" for s, i in r["slowest"])
-        lines.append(f"| {r['chapter']} | {r['wall']:.1f} | {megabytes(r['peak_rss'])} | {megabytes(r['peak_cuda'])} | "
+        cpu = "-" if r["cpu_seconds"] is None else f"{r['cpu_seconds']:.1f}"
+        lines.append(f"| {r['chapter']} | {r['wall']:.1f} | {cpu} | {megabytes(r['peak_rss'])} | "
+                     f"{megabytes(r['peak_cuda'])} | "
                      f"{len(r['errors'])} | {len(r['soft_failures'])} | {slow} |")
     for r in results:
         if r["errors"] or r["soft_failures"]:
