@@ -47,17 +47,21 @@ def test_bf16_training_tracks_float32_closer_than_another_seed_does():
     # the control: how far two float32 runs that differ only in their seed end apart
     seed_gap = (r32 - r32b).pow(2).mean().item()
     bf16_gap = (r32 - r16).pow(2).mean().item()
-    assert bf16_gap < 0.5 * seed_gap, (bf16_gap, seed_gap)
+    assert bf16_gap < 0.01 * seed_gap, (bf16_gap, seed_gap)  # measured: ~4e-4 of it
     for h in (h32, h16):
         assert h.final("mse") < 0.5 * sum(h["mse"][:20]) / 20  # both learned
-    assert abs(h16.final("mse") - h32.final("mse")) < 0.1 * h32.final("mse")
+    seed_loss_gap = abs(h32b.final("mse") - h32.final("mse"))
+    assert abs(h16.final("mse") - h32.final("mse")) < 0.1 * seed_loss_gap
 
 
-def test_float16_with_a_grad_scaler_trains_too():
-    h32, r32 = fit(torch.float32, seed=0, steps=150)
-    h16, r16 = fit(torch.float16, seed=0, steps=150)
-    assert h16.final("mse") < 0.5 * sum(h16["mse"][:20]) / 20
-    assert abs(h16.final("mse") - h32.final("mse")) < 0.1 * h32.final("mse")
+def test_float16_with_a_grad_scaler_trains_as_well_as_float32():
+    # The scaler skips the first steps (their gradients overflow at its initial scale 2^16), so a
+    # float16 run is not step-for-step float32's; over three seeds it must end as well trained.
+    runs = {dtype: [fit(dtype, seed, steps=150)[0] for seed in range(3)] for dtype in (torch.float32, torch.float16)}
+    a, b = (torch.tensor([h.final("mse") for h in runs[dtype]]) for dtype in (torch.float32, torch.float16))
+    standard_error = (a.var() / 3 + b.var() / 3).sqrt()
+    assert abs(a.mean() - b.mean()) < 4 * standard_error + 0.01 * a.mean(), (a, b)
+    assert all(h.final("mse") < 0.5 * sum(h["mse"][:20]) / 20 for h in runs[torch.float16])  # it learned
 
 
 def test_precision_follows_the_mode_and_refuses_nonsense(monkeypatch):
