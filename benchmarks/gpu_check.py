@@ -80,8 +80,22 @@ def chapters(selected):
     return found
 
 
-def run_chapter(path, capped, timeout):
-    """Execute one notebook; returns {wall, peak_rss, peak_cuda, errors, soft_failures, slowest}."""
+def run_chapter(path, capped, timeout, retries=1):
+    """Execute one notebook; returns {wall, peak_rss, peak_cuda, errors, soft_failures, slowest}.
+
+    A chapter whose kernel stops answering (a cell past ``timeout``, a dead kernel) is run
+    again, up to ``retries`` times, and the report says so: on a loaded machine a kernel's
+    reply has been seen to go missing after an interactive-widget cell.
+    """
+    for attempt in range(retries + 1):
+        result = _run_once(path, capped, timeout)
+        result["attempts"] = attempt + 1
+        if not result.pop("stalled"):
+            return result
+    return result
+
+
+def _run_once(path, capped, timeout):
     import nbformat
     from nbclient import NotebookClient
 
@@ -105,8 +119,9 @@ def run_chapter(path, capped, timeout):
     for i, cell in enumerate(cells):
         if cell.cell_type != "code":
             continue
+        expected = "raises-exception" in cell.metadata.get("tags", [])  # as Jupyter Book reads the tag
         for output in cell.get("outputs", []):
-            if output.output_type == "error":
+            if output.output_type == "error" and not expected:
                 errors.append(dict(cell=i, error=f"{output.ename}: {output.evalue}"[:400]))
         execution = cell.metadata.get("execution", {})
         if "iopub.execute_input" in execution and "shell.execute_reply" in execution:
@@ -127,7 +142,7 @@ def run_chapter(path, capped, timeout):
     offset = (measure.get("first_count") or 0) - (nb.cells[0].get("execution_count") or 0) if capped else 0
     soft = [dict(cell=by_count.get(f["count"] - offset), line=f["line"], test=f["test"], message=f["message"])
             for f in measure.get("soft_failures", [])]
-    return dict(chapter=path.name, wall=wall, cpu_seconds=measure.get("cpu_seconds"),
+    return dict(chapter=path.name, wall=wall, stalled=crashed is not None, cpu_seconds=measure.get("cpu_seconds"),
                 peak_rss=measure.get("peak_rss"), peak_cuda=measure.get("peak_cuda"),
                 errors=errors, soft_failures=soft, slowest=sorted(timings, reverse=True)[:3])
 
@@ -261,7 +276,7 @@ def main():
     parser.add_argument("--chapters", nargs="*", default=None, help="name prefixes, e.g. ch03 ch07")
     parser.add_argument("--no-benchmarks", action="store_true", help="only the chapters")
     parser.add_argument("--timeout", type=int, default=None,
-                        help="seconds a cell may take before the chapter fails (600 capped, 3600 full)")
+                        help="seconds a cell may take before the chapter fails (300 capped, 3600 full)")
     args = parser.parse_args()
 
     cuda = _cuda()
@@ -278,12 +293,13 @@ def main():
 
     device = config.device()
     print(f"GPU mode on {device}, {'capped' if capped else 'full columns'}", flush=True)
-    timeout = args.timeout or (600 if capped else 3600)  # a lost kernel message fails, not hangs
+    timeout = args.timeout or (300 if capped else 3600)  # a lost kernel reply fails (and retries), not hangs
     results, start = [], time.perf_counter()
     for path in chapters(args.chapters):
         result = run_chapter(path, capped, timeout)
         results.append(result)
-        print(f"{path.name}: {result['wall']:.1f} s, peak RSS {megabytes(result['peak_rss'])} MiB, "
+        again = f" (attempt {result['attempts']})" if result["attempts"] > 1 else ""
+        print(f"{path.name}{again}: {result['wall']:.1f} s, peak RSS {megabytes(result['peak_rss'])} MiB, "
               f"{len(result['errors'])} errors, {len(result['soft_failures'])} assertions not met", flush=True)
         for e in result["errors"][:3]:
             print(f"    cell {e['cell']}: {e['error']}", flush=True)
