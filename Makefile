@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # spin against each other (measured 20x slower training than one thread).
 BOOK_ENV := OLDSCHOOL_MODE=cpu OLDSCHOOL_PROGRESS=0 OMP_NUM_THREADS=1
 
-.PHONY: install vendor browser book test unit browser-unit clean
+.PHONY: install vendor browser book test unit browser-unit gpu-dry gpu-check gpu-budget clean
 
 install: $(STAMP)
 
@@ -56,6 +56,20 @@ unit: $(STAMP)
 
 browser-unit: $(STAMP) browser
 	$(BOOK_ENV) $(BIN)/python -m pytest -ra -m "browser and not book"
+
+# GPU mode proven without a GPU: every chapter's gpu column, its long loops capped
+# (OLDSCHOOL_CAP=1, config.CAP_RULES), on the CPU; fails on any error; _build/gpu-check/report.md.
+gpu-dry: $(STAMP)
+	OLDSCHOOL_DEVICE=cpu OMP_NUM_THREADS=1 $(BIN)/python benchmarks/gpu_check.py --capped --no-benchmarks
+
+# On a CUDA machine: every chapter's full gpu column, timed, with peak GPU memory, and the
+# fp32/bf16 throughput benchmarks, in one report. Without CUDA it runs the capped CPU form.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
+
+# The README's table of each chapter's GPU memory and T4 time, computed from shapes.
+gpu-budget: $(STAMP)
+	$(BIN)/python benchmarks/gpu_budget.py
 
 clean:
 	rm -rf _build

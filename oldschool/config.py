@@ -6,37 +6,93 @@ The book runs the same cells in two modes:
   of minutes on two cores and still trains a model that works.
 * ``"gpu"``: what a Colab GPU gets. Bigger models, more steps, more samples.
 
-The mode is ``"gpu"`` when CUDA is available and ``"cpu"`` otherwise; the
-environment variable ``OLDSCHOOL_MODE`` (``cpu`` or ``gpu``) forces either. A
-chapter never edits a number in a cell: it asks ``settings("ch1")`` and gets the
-numbers of the current mode, all of which live in ``CHAPTERS`` below.
+A chapter never edits a number in a cell: it asks ``settings("ch1")`` and gets the
+numbers of the current mode, all of which live in ``CHAPTERS`` below. Every environment
+variable the package reads is read here:
+
+``OLDSCHOOL_MODE``      ``cpu`` or ``gpu``; unset: ``gpu`` when CUDA is there, else ``cpu``.
+``OLDSCHOOL_DEVICE``    a torch device (``cpu``, ``cuda``, ``cuda:1``) that ``device()`` returns
+                        in either mode; with it, GPU mode runs without CUDA (the dry run).
+``OLDSCHOOL_CAP``       ``1`` shortens the long loops of a column (training steps, sample
+                        counts, sweeps; ``CAP_RULES``) and keeps every shape, so the GPU
+                        column executes on a CPU in minutes. ``0`` or unset: no cap.
+``OLDSCHOOL_PROGRESS``  ``0`` hides the training loops' progress bars.
 """
 
 import os
+import re
 from types import SimpleNamespace
 
 import torch
 
 MODES = ("cpu", "gpu")
 ENV_VAR = "OLDSCHOOL_MODE"
+DEVICE_ENV_VAR = "OLDSCHOOL_DEVICE"
+CAP_ENV_VAR = "OLDSCHOOL_CAP"
 PROGRESS_ENV_VAR = "OLDSCHOOL_PROGRESS"
 
 
+def _switch(name, default):
+    """The 0/1 environment variable ``name`` as a bool (``default`` when unset)."""
+    value = os.environ.get(name, default).strip()
+    if value not in ("0", "1"):
+        raise ValueError(f"{name}={value!r} must be 0 or 1")
+    return value == "1"
+
+
+def device_override():
+    """The device ``OLDSCHOOL_DEVICE`` names, or None when it is unset."""
+    name = os.environ.get(DEVICE_ENV_VAR, "").strip()
+    if not name:
+        return None
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"{DEVICE_ENV_VAR}={name!r} is not a torch device ({error})") from None
+
+
 def mode():
-    """The current mode: ``OLDSCHOOL_MODE`` if set, else ``"gpu"`` when CUDA is there."""
+    """The current mode: ``OLDSCHOOL_MODE`` if set, else ``"gpu"`` when CUDA is there.
+
+    Forcing ``gpu`` without CUDA is refused unless ``OLDSCHOOL_DEVICE`` says where to run.
+    """
     forced = os.environ.get(ENV_VAR, "").strip().lower()
     if forced:
         if forced not in MODES:
             raise ValueError(f"{ENV_VAR}={forced!r} is not a mode; use one of {MODES}")
-        if forced == "gpu" and not torch.cuda.is_available():
-            raise RuntimeError(f"{ENV_VAR}=gpu but torch sees no CUDA device")
+        if forced == "gpu" and not torch.cuda.is_available() and device_override() is None:
+            raise RuntimeError(f"{ENV_VAR}=gpu but torch sees no CUDA device "
+                               f"(set {DEVICE_ENV_VAR}=cpu to run GPU mode on the CPU)")
         return forced
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
 def device():
-    """The device chapters put their models and data on: CUDA in GPU mode, else CPU."""
+    """Where chapters put models and data: ``OLDSCHOOL_DEVICE`` if set, else CUDA in GPU mode, else CPU."""
+    override = device_override()
+    if override is not None:
+        return override
     return torch.device("cuda" if mode() == "gpu" else "cpu")
+
+
+def autocast_dtype(device_type):
+    """The dtype training autocasts to on ``device_type`` ("cuda", "cpu"), or None for float32.
+
+    GPU mode trains under autocast (STYLE.md: the loop's choice, not the model's): bf16 where
+    the hardware has it; on a CUDA GPU without bf16 units (a T4, compute capability 7.5)
+    float16, which needs a gradient scaler. CPU mode trains in float32. On a CPU in GPU
+    mode (the dry run) it is bf16, the path a bf16 GPU takes.
+    """
+    if mode() != "gpu":
+        return None
+    if device_type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.float16
+    return torch.bfloat16
+
+
+def capped():
+    """Whether ``OLDSCHOOL_CAP=1`` asks for the shortened columns (``cap``)."""
+    return _switch(CAP_ENV_VAR, "0")
 
 
 def progress():
@@ -44,10 +100,7 @@ def progress():
 
     The book build sets it to 0 so that rendered pages carry no progress-bar debris.
     """
-    value = os.environ.get(PROGRESS_ENV_VAR, "1").strip()
-    if value not in ("0", "1"):
-        raise ValueError(f"{PROGRESS_ENV_VAR}={value!r} must be 0 or 1")
-    return value == "1"
+    return _switch(PROGRESS_ENV_VAR, "1")
 
 
 # Per-chapter sizes. Each entry is {"cpu": {...}, "gpu": {...}} with the same keys.
@@ -137,14 +190,62 @@ CHAPTERS = {
 }
 
 
-def settings(chapter, mode_name=None):
+# What OLDSCHOOL_CAP=1 does to a setting, by its name: (kind, pattern, cap), first match wins.
+# An int is cut to at most the cap; a sweep (a tuple of values a chapter loops over) keeps its
+# first and last entry. Names no pattern matches are shapes (widths, patch sizes, channel
+# tuples, rates) and keep their value: the capped run builds the real GPU-mode models.
+FIRST_AND_LAST = "first and last"
+CAP_RULES = (
+    ("sweep", r"(^|_)(counts|scales|betas|tolerances|shifts|grid|sweep|nfes)$", FIRST_AND_LAST),
+    ("solver steps", r"^(sample|sampling|sim|solver|ode|sde)_steps$|^nfe$", 8),
+    ("training steps", r"(^|_)(steps|iters|iterations|epochs)$", 2),
+    ("animation frames", r"(^|_)frames$", 4),
+    ("batch size", r"(^|_)batch(_size)?$", 4),
+    ("sample count", r"^n_|(^|_)(samples|images|particles|paths|points|per_class)$", 256),
+)
+# Per-chapter exceptions, where one item of a generic count is expensive (an image through a
+# GPU-width autoencoder on one CPU core): {chapter: {setting: cap}}.
+CAP_OVERRIDES = {
+    "ch3": dict(n_train=64, n_val=8),
+}
+
+
+def cap_rule(name):
+    """The ``(kind, cap)`` that ``CAP_RULES`` gives the setting ``name``, or None (a shape)."""
+    for kind, pattern, limit in CAP_RULES:
+        if re.search(pattern, name):
+            return kind, limit
+    return None
+
+
+def cap(chapter, name, value):
+    """``value`` of setting ``name`` of ``chapter`` as the capped run uses it (``CAP_RULES``)."""
+    if name in CAP_OVERRIDES.get(chapter, {}):
+        return min(value, CAP_OVERRIDES[chapter][name])
+    rule = cap_rule(name)
+    if rule is None or isinstance(value, (bool, float, str)):
+        return value
+    _, limit = rule
+    if limit == FIRST_AND_LAST:
+        return type(value)([value[0], value[-1]]) if len(value) > 2 else value
+    if not isinstance(value, int):
+        raise TypeError(f"{chapter}.{name} = {value!r}: a capped count must be an int")
+    return min(value, limit)
+
+
+def settings(chapter, mode_name=None, capped_run=None):
     """The settings of ``chapter`` (e.g. ``"ch1"``) in the current mode, as attributes.
 
-    ``mode_name`` overrides the mode (tests use it to check both tables).
+    ``mode_name`` overrides the mode and ``capped_run`` the cap (``OLDSCHOOL_CAP``); tests
+    use them to check every column. ``.mode`` and ``.capped`` say which column this is.
     """
     if chapter not in CHAPTERS:
         raise KeyError(f"no settings for chapter {chapter!r}; known: {sorted(CHAPTERS)}")
     mode_name = mode() if mode_name is None else mode_name
     if mode_name not in MODES:
         raise ValueError(f"mode {mode_name!r} is not one of {MODES}")
-    return SimpleNamespace(mode=mode_name, **CHAPTERS[chapter][mode_name])
+    capped_run = capped() if capped_run is None else capped_run
+    values = dict(CHAPTERS[chapter][mode_name])
+    if capped_run:
+        values = {name: cap(chapter, name, value) for name, value in values.items()}
+    return SimpleNamespace(mode=mode_name, capped=capped_run, **values)

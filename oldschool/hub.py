@@ -1,6 +1,7 @@
-"""Published VAE weights from the Hugging Face Hub, fetched only when a network is there.
+"""Published VAE weights from the Hugging Face Hub: from its local cache, or fetched when a network is there.
 
-The book build runs offline; these functions are for Colab. Each one either returns what
+The book build runs offline; these functions are for Colab (tests load random-valued files
+with the published key names, shapes and dtypes through the same code). Each one either returns what
 was asked for or raises a RuntimeError whose message says why not (no network, the Hub
 disabled by ``HF_HUB_OFFLINE``, ``huggingface_hub`` missing, a gated repository), after
 at most a short connection attempt: nothing hangs.
@@ -33,30 +34,61 @@ def why_offline(host=HUB_HOST, timeout=3.0):
     return None
 
 
-def load_published_vae(name, device="cpu"):
-    """Download a published VAE (``PUBLISHED_VAES``) and load it into oldschool's ``AutoencoderKL``.
+def cached_file(name):
+    """The local path of a published VAE's file when the Hugging Face cache holds it, else None.
 
-    The preset is built on the "meta" device and receives the downloaded tensors directly,
-    so the weights are held in memory once. Raises RuntimeError saying why when it cannot.
+    Looks only in the cache (``HF_HUB_CACHE`` / ``HF_HOME``), never on the network.
+    """
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    repo, filename, _ = PUBLISHED_VAES[name]
+    try:
+        return hf_hub_download(repo, filename, local_files_only=True)
+    except Exception:  # not cached (huggingface_hub raises LocalEntryNotFoundError and kin)
+        return None
+
+
+def load_vae_file(name, path, device="cpu"):
+    """The published VAE ``name`` (``PUBLISHED_VAES``) with the weights of the safetensors file ``path``.
+
+    The preset is built on the "meta" device and receives the file's tensors directly, so
+    the weights are held in memory once. Tensors stored in bf16 or float16 (FLUX ships bf16)
+    are converted to float32: the model is float32, and autocast is the caller's choice.
+    Key names and shapes are checked against the preset (``checkpoints.load_renamed``).
     """
     if name not in PUBLISHED_VAES:
         raise ValueError(f"unknown VAE {name!r}; known: {sorted(PUBLISHED_VAES)}")
-    reason = why_offline()
-    if reason is not None:
-        raise RuntimeError(f"cannot download the {name} VAE: {reason}")
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as error:
-        raise RuntimeError("huggingface_hub is not installed (pip install huggingface_hub)") from error
-    repo, filename, preset = PUBLISHED_VAES[name]
-    try:
-        path = hf_hub_download(repo, filename)
-    except Exception as error:  # network, authentication and missing-file errors all end here
-        raise RuntimeError(f"downloading {repo}/{filename} failed: {error}") from error
     from safetensors.torch import load_file
 
+    _, _, preset = PUBLISHED_VAES[name]
     with torch.device("meta"):
         model = preset()
-    state_dict = {key: tensor.float() for key, tensor in load_file(path, device=str(device)).items()}  # some ship bf16
+    state_dict = {key: tensor.float() for key, tensor in load_file(str(path), device=str(device)).items()}
     autoencoder_kl.load_diffusers_state_dict(model, state_dict)
     return model.eval()
+
+
+def load_published_vae(name, device="cpu"):
+    """A published VAE (``PUBLISHED_VAES``) in oldschool's ``AutoencoderKL``: from the cache, else downloaded.
+
+    Raises RuntimeError saying why when the file is not cached and cannot be downloaded.
+    """
+    if name not in PUBLISHED_VAES:
+        raise ValueError(f"unknown VAE {name!r}; known: {sorted(PUBLISHED_VAES)}")
+    path = cached_file(name)
+    if path is None:
+        reason = why_offline()
+        if reason is not None:
+            raise RuntimeError(f"cannot download the {name} VAE: {reason}")
+        try:
+            from huggingface_hub import hf_hub_download
+        except ImportError as error:
+            raise RuntimeError("huggingface_hub is not installed (pip install huggingface_hub)") from error
+        repo, filename, _ = PUBLISHED_VAES[name]
+        try:
+            path = hf_hub_download(repo, filename)
+        except Exception as error:  # network, authentication and missing-file errors all end here
+            raise RuntimeError(f"downloading {repo}/{filename} failed: {error}") from error
+    return load_vae_file(name, path, device)

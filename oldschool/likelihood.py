@@ -65,7 +65,10 @@ def log_likelihood(
     n, d = x.shape
     probes = None
     if divergence == "hutchinson":
-        probes = torch.randint(0, 2, x.shape, generator=generator).to(x) * 2 - 1
+        probes = torch.randint(
+            0, 2, x.shape, generator=generator, device=x.device, dtype=x.dtype
+        )
+        probes = 2 * probes - 1  # Rademacher: +-1 with equal odds
 
     def rhs(t, y):  # the state is [x (n*d), integral of div v (n)]
         state = torch.from_numpy(y[: n * d]).to(x).reshape(n, d)

@@ -1,4 +1,4 @@
-"""The one training loop every chapter uses: AdamW, optional EMA, bf16 autocast on CUDA.
+"""The one training loop every chapter uses: AdamW, optional EMA, autocast in GPU mode.
 
     history = train(model, loss_fn, data, steps=2000, batch_size=128, lr=1e-3)
 
@@ -99,7 +99,8 @@ def _to(batch, device):
 
 
 def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0, ema_decay=None,
-          ema_warmup=True, grad_clip=None, generator=None, progress=None, desc="training"):
+          ema_warmup=True, grad_clip=None, generator=None, progress=None, desc="training",
+          precision=None):
     """Train ``model`` for ``steps`` AdamW steps on random batches of ``data``; returns a History.
 
     data: a tensor (N, ...), a tuple of tensors sharing N (e.g. images and labels), or a
@@ -108,7 +109,10 @@ def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0,
     ema_warmup: ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) (see ``EMA``).
     grad_clip: clip the global gradient norm to this value when given.
     progress: show a tqdm bar; None means ``config.progress()`` (off in the book build).
-    The device is the model's; on CUDA the forward pass runs under bf16 autocast.
+    precision: the dtype the forward pass autocasts to (torch.bfloat16 or torch.float16), or
+        torch.float32 for none; None means ``config.autocast_dtype`` (bf16 in GPU mode, float16
+        on a GPU without bf16, float32 in CPU mode). float16 scales the loss (GradScaler).
+    The device is the model's; weights, gradients and optimizer state stay float32.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -122,7 +126,12 @@ def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0,
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     ema = EMA(model, ema_decay, warmup=ema_warmup) if ema_decay is not None else None
     history = History(ema=ema)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    if precision is None:
+        precision = config.autocast_dtype(device.type) or torch.float32
+    if precision not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"precision must be torch.float32, bfloat16 or float16, got {precision!r}")
+    autocast = torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)  # float16 underflows
 
     model.train()
     start = time.perf_counter()
@@ -136,10 +145,12 @@ def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0,
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if grad_clip is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)  # a plain optimizer.step() when the scaler is off
+        scaler.update()
         if ema is not None:
             ema.update(model)
         for name, value in {"loss": loss, **parts}.items():
