@@ -305,8 +305,10 @@ def flux_vae():
 
 
 def small_vae(latent_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
-              initial_logvar=-6.0):
+              initial_logvar=-6.0, image_channels=3):
     """A small KL autoencoder to train here (three levels: KL-f4); scaling factor left at 1.
+
+    image_channels: 3 for colour images, 1 for grey ones (the digits of chapter 9).
 
     initial_logvar: the starting log-variance of q(z|x) (the bias of the layer that outputs it).
     Trained SD-style autoencoders end with narrow posteriors; starting at sigma = exp(-3) ~ 0.05
@@ -314,7 +316,8 @@ def small_vae(latent_channels=4, block_out_channels=(16, 32, 32), layers_per_blo
     sigma ~ 1. None keeps PyTorch's default initialization.
     """
     model = AutoencoderKL(block_out_channels=block_out_channels, layers_per_block=layers_per_block,
-                          latent_channels=latent_channels, norm_num_groups=norm_num_groups, scaling_factor=1.0)
+                          latent_channels=latent_channels, norm_num_groups=norm_num_groups, scaling_factor=1.0,
+                          in_channels=image_channels, out_channels=image_channels)
     if initial_logvar is not None:
         last = model.quant_conv if model.quant_conv is not None else model.encoder.conv_out
         with torch.no_grad():
