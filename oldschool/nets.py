@@ -17,8 +17,8 @@ The four parameterizations are one linear map apart, given x_t, alpha_t and sigm
     score = -eps / sigma                       (the score of q(x_t | x_0))
 
 Chapter 4 derives these maps and the loss weights between them with sympy
-(``oldschool.symbolic``). An ``sde`` here is anything with ``mean_coeff(t)`` (alpha_t) and
-``std(t)`` (sigma_t), such as ``oldschool.sde.VPSDE``.
+(``oldschool.symbolic``). An ``sde`` here is any ``oldschool.sde.GaussianPath`` (``alpha(t)``, ``sigma(t)``),
+such as ``oldschool.sde.VPSDE``.
 """
 
 import math
@@ -183,9 +183,9 @@ class ScoreMLP(nn.Module):
 
 
 def _alpha_sigma(sde, t, ndim, parameterization):
-    """alpha_t = sde.mean_coeff(t), sigma_t = sde.std(t), shaped (B, 1, ...) to broadcast against x."""
-    alpha = append_dims(sde.mean_coeff(t), ndim)
-    sigma = append_dims(sde.std(t), ndim)
+    """alpha_t = sde.alpha(t), sigma_t = sde.sigma(t), shaped (B, 1, ...) to broadcast against x."""
+    alpha = append_dims(sde.alpha(t), ndim)
+    sigma = append_dims(sde.sigma(t), ndim)
     if parameterization == "v":
         gap = (alpha**2 + sigma**2 - 1.0).abs().max()
         if gap > 1e-4:
@@ -229,11 +229,12 @@ def eps_and_x0(output, x_t, alpha, sigma, parameterization):
     return eps, x0
 
 
-def dsm_loss(model, x0, sde, parameterization="eps", eps=1e-3, generator=None, *, t=None, weighting="own"):
+def dsm_loss(model, x0, sde, parameterization="eps", t_min=1e-3, generator=None, *, t=None,
+             weighting="own"):
     """Denoising loss: E_{t, x0, noise} w(t) || model(x_t, t) - target ||^2, as (loss, parts).
 
-    t ~ U(eps, T) (T = ``sde.T``, 1 when absent), noise ~ N(0, I), x_t = alpha_t x0 + sigma_t noise
-    with alpha_t = ``sde.mean_coeff(t)``, sigma_t = ``sde.std(t)``; the target is the one of
+    t ~ U(t_min, T) (T = ``sde.T``, 1 when absent), noise ~ N(0, I), x_t = alpha_t x0 + sigma_t noise
+    with alpha_t = ``sde.alpha(t)``, sigma_t = ``sde.sigma(t)``; the target is the one of
     ``targets`` for ``parameterization``. This is the ELBO of notes section 3 (intro) with
     its per-time weights replaced by ``weighting``:
 
@@ -254,12 +255,12 @@ def dsm_loss(model, x0, sde, parameterization="eps", eps=1e-3, generator=None, *
         shape = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
         raise ValueError(f"x0 must be a batch of data (B, ...), got {shape}")
     T = float(getattr(sde, "T", 1.0))  # Song et al.'s SDEs run on t in [0, 1]
-    if not 0.0 <= eps < T:
-        raise ValueError(f"eps must be in [0, T={T}), got {eps!r}")
+    if not 0.0 <= t_min < T:
+        raise ValueError(f"t_min must be in [0, T={T}), got {t_min!r}")
     batch = x0.shape[0]
     if t is None:
         u = torch.rand(batch, generator=generator, device=x0.device, dtype=x0.dtype)
-        t = eps + (T - eps) * u  # (B,) in [eps, T)
+        t = t_min + (T - t_min) * u  # (B,) in [t_min, T)
     else:
         _check_times(t, batch)
         if (t < 0).any() or (t > T).any():
@@ -308,7 +309,7 @@ def prediction_errors(model, x0, sde, t, parameterization="eps", generator=None)
     _check_parameterization(parameterization)
     _check_times(t, x0.shape[0])
     variance_preserving = parameterization == "v" or bool(
-        ((sde.mean_coeff(t) ** 2 + sde.std(t) ** 2 - 1.0).abs() < 1e-4).all())
+        ((sde.alpha(t) ** 2 + sde.sigma(t) ** 2 - 1.0).abs() < 1e-4).all())
     alpha, sigma = _alpha_sigma(sde, t, x0.dim(), parameterization)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = alpha * x0 + sigma * noise

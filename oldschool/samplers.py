@@ -1,12 +1,12 @@
-"""Samplers: integrate the reverse SDE (eq. (17)) or the probability-flow ODE (eq. (18)) from T to eps.
+"""Samplers: integrate the reverse SDE (eq. (17)) or the probability-flow ODE (eq. (18)) from T to t_min.
 
 Every sampler has one signature,
 
-    sampler(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=None) -> x at t = eps
+    sampler(sde, score_fn, x, steps, *, t_min=1e-3, callback=None, generator=None) -> x at t = t_min
 
 where ``x`` is a prior sample at t = T (``sde.prior_sample``), ``score_fn(x, t)`` takes t of
-shape (B,), and the time grid is t_0 = T > t_1 > ... > t_steps = eps (uniform in t, stopping
-at a small eps as Song et al. 2021 do, because the score blows up at t = 0).
+shape (B,), and the time grid is t_0 = T > t_1 > ... > t_steps = t_min (uniform in t, stopping
+at a small t_min as Song et al. 2021 do, because the score blows up at t = 0).
 ``callback(i, t_i, x_i)`` is called for i = 0..steps, first with the starting point, so a
 notebook can record a whole trajectory. Device and dtype come from ``x``; coefficients are
 broadcast with ``append_dims``, so the samplers run on 2-D points and on images alike.
@@ -21,20 +21,20 @@ from scipy.integrate import solve_ivp
 from .sde import append_dims
 
 
-def time_grid(sde, steps, eps=1e-3, like=None):
-    """The grid T = t_0 > ... > t_steps = eps, shape (steps + 1,), on ``like``'s device and dtype."""
+def time_grid(sde, steps, t_min=1e-3, like=None):
+    """The grid T = t_0 > ... > t_steps = t_min, shape (steps + 1,), on ``like``'s device and dtype."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not 0 < eps < sde.T:
-        raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps!r}")
+    if not 0 < t_min < sde.T:
+        raise ValueError(f"t_min must lie in (0, T={sde.T}), got {t_min!r}")
     device, dtype = (like.device, like.dtype) if like is not None else (None, torch.float64)
-    return torch.linspace(sde.T, eps, steps + 1, device=device, dtype=dtype)
+    return torch.linspace(sde.T, t_min, steps + 1, device=device, dtype=dtype)
 
 
-def _start(sde, x, steps, eps, callback):
+def _start(sde, x, steps, t_min, callback):
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
         raise ValueError("x must be a floating-point tensor of shape (B, ...) holding prior samples")
-    ts = time_grid(sde, steps, eps, like=x)
+    ts = time_grid(sde, steps, t_min, like=x)
     if callback is not None:
         callback(0, ts[0], x)
     return ts
@@ -74,12 +74,12 @@ def forward_euler_maruyama(sde, x0, steps, *, t_end=None, callback=None, generat
 
 
 @torch.no_grad()
-def euler_maruyama(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=None):
+def euler_maruyama(sde, score_fn, x, steps, *, t_min=1e-3, callback=None, generator=None):
     """Euler-Maruyama on the reverse SDE, eq. (17): x <- x + drift dt + g sqrt(|dt|) z.
 
     The last step adds no noise (it returns the mean), as score_sde does.
     """
-    ts = _start(sde, x, steps, eps, callback)
+    ts = _start(sde, x, steps, t_min, callback)
     reverse = sde.reverse(score_fn)
     for i in range(steps):
         t, dt = ts[i], ts[i + 1] - ts[i]  # dt < 0: time runs backwards
@@ -93,7 +93,7 @@ def euler_maruyama(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generato
 
 
 @torch.no_grad()
-def predictor_corrector(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=None,
+def predictor_corrector(sde, score_fn, x, steps, *, t_min=1e-3, callback=None, generator=None,
                         snr=0.16, corrector_steps=1):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1-2).
 
@@ -108,7 +108,7 @@ def predictor_corrector(sde, score_fn, x, steps, *, eps=1e-3, callback=None, gen
         raise ValueError(f"corrector_steps must be an int >= 0, got {corrector_steps!r}")
     if snr <= 0:
         raise ValueError(f"snr must be positive, got {snr!r}")
-    ts = _start(sde, x, steps, eps, callback)
+    ts = _start(sde, x, steps, t_min, callback)
     reverse = sde.reverse(score_fn)
     for i in range(steps):
         t, dt = _batch_time(ts[i], x), ts[i + 1] - ts[i]
@@ -127,12 +127,12 @@ def predictor_corrector(sde, score_fn, x, steps, *, eps=1e-3, callback=None, gen
 
 
 @torch.no_grad()
-def ode_euler(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=None):
+def ode_euler(sde, score_fn, x, steps, *, t_min=1e-3, callback=None, generator=None):
     """Euler's method on the probability-flow ODE, eq. (18)-(19): x <- x + v(x, t) dt.
 
     First order: the global error shrinks like 1/steps. ``generator`` is unused (deterministic).
     """
-    ts = _start(sde, x, steps, eps, callback)
+    ts = _start(sde, x, steps, t_min, callback)
     flow = sde.reverse(score_fn, probability_flow=True)
     for i in range(steps):
         dt = ts[i + 1] - ts[i]
@@ -144,13 +144,13 @@ def ode_euler(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=Non
 
 
 @torch.no_grad()
-def ode_heun(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=None):
+def ode_heun(sde, score_fn, x, steps, *, t_min=1e-3, callback=None, generator=None):
     """Heun's method (explicit trapezoid) on the probability-flow ODE (Karras et al. 2022, Alg. 1).
 
     An Euler step gives a trial point; the step is redone with the mean of the slopes at
     both ends. Second order, two score evaluations per step.
     """
-    ts = _start(sde, x, steps, eps, callback)
+    ts = _start(sde, x, steps, t_min, callback)
     flow = sde.reverse(score_fn, probability_flow=True)
     for i in range(steps):
         t, t_next = ts[i], ts[i + 1]
@@ -193,7 +193,7 @@ def solve_probability_flow(sde, score_fn, x, t_start, t_end, *, rtol=1e-5, atol=
     return x_end, info
 
 
-def ode_rk45(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=None, rtol=1e-5, atol=1e-5,
+def ode_rk45(sde, score_fn, x, steps, *, t_min=1e-3, callback=None, generator=None, rtol=1e-5, atol=1e-5,
              stats=None):
     """Adaptive Runge-Kutta 4(5) (Dormand-Prince, scipy) on the probability-flow ODE.
 
@@ -201,9 +201,9 @@ def ode_rk45(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=None
     which ``callback`` sees the trajectory. ``stats``, when a dict, receives ``nfev``: the
     number of score evaluations it used.
     """
-    ts = _start(sde, x, steps, eps, callback)
+    ts = _start(sde, x, steps, t_min, callback)
     t_eval = ts.double().cpu().numpy()
-    x_end, info = solve_probability_flow(sde, score_fn, x, sde.T, eps, rtol=rtol, atol=atol, t_eval=t_eval)
+    x_end, info = solve_probability_flow(sde, score_fn, x, sde.T, t_min, rtol=rtol, atol=atol, t_eval=t_eval)
     if callback is not None:
         for i in range(1, steps + 1):
             callback(i, ts[i], info["xs"][i])
@@ -219,8 +219,8 @@ def _posterior_step(sde, score_fn, x, t, s):
     v = s_t^2 - a^2 s_s^2. Returns (x0_hat, eps_hat, posterior mean, posterior variance).
     """
     t_b, s_b = _batch_time(t, x), _batch_time(s, x)
-    m_t, s_t = (append_dims(v, x.dim()) for v in (sde.mean_coeff(t_b), sde.std(t_b)))
-    m_s, s_s = (append_dims(v, x.dim()) for v in (sde.mean_coeff(s_b), sde.std(s_b)))
+    m_t, s_t = (append_dims(v, x.dim()) for v in (sde.alpha(t_b), sde.sigma(t_b)))
+    m_s, s_s = (append_dims(v, x.dim()) for v in (sde.alpha(s_b), sde.sigma(s_b)))
     score = score_fn(x, t_b)
     eps_hat = -s_t * score  # the noise the score implies: score = -eps / s_t
     x0_hat = (x - s_t * eps_hat) / m_t  # Tweedie: E[x0 | x_t] = (x_t + s_t^2 score) / m_t
@@ -232,13 +232,13 @@ def _posterior_step(sde, score_fn, x, t, s):
 
 
 @torch.no_grad()
-def ddpm_ancestral(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=None):
+def ddpm_ancestral(sde, score_fn, x, steps, *, t_min=1e-3, callback=None, generator=None):
     """Ancestral sampling (Ho et al. 2020, Alg. 2), for any SDE here: draw x_s ~ q(x_s | x_t, x0_hat).
 
-    With ``sde = DiscreteVP(...)``, ``steps = N`` and ``eps = 1/N`` it is exactly DDPM's loop
+    With ``sde = DiscreteVP(...)``, ``steps = N`` and ``t_min = 1/N`` it is exactly DDPM's loop
     over t = N..1. The last step returns the posterior mean (no noise), as DDPM does.
     """
-    ts = _start(sde, x, steps, eps, callback)
+    ts = _start(sde, x, steps, t_min, callback)
     for i in range(steps):
         _, _, mean, variance = _posterior_step(sde, score_fn, x, ts[i], ts[i + 1])
         x = mean + variance.sqrt() * _noise(x, generator) if i < steps - 1 else mean
@@ -248,7 +248,7 @@ def ddpm_ancestral(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generato
 
 
 @torch.no_grad()
-def ddim(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=None, eta=0.0):
+def ddim(sde, score_fn, x, steps, *, t_min=1e-3, callback=None, generator=None, eta=0.0):
     """DDIM (Song, Meng & Ermon 2021, eq. (12)): x_s = m_s x0_hat + sqrt(s_s^2 - sigma^2) eps_hat + sigma z.
 
     sigma = eta * (the DDPM posterior std): eta = 0 is deterministic (a first-order solver
@@ -256,11 +256,11 @@ def ddim(sde, score_fn, x, steps, *, eps=1e-3, callback=None, generator=None, et
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-    ts = _start(sde, x, steps, eps, callback)
+    ts = _start(sde, x, steps, t_min, callback)
     for i in range(steps):
         s = ts[i + 1]
         x0_hat, eps_hat, _, variance = _posterior_step(sde, score_fn, x, ts[i], s)
-        m_s, s_s = (append_dims(v, x.dim()) for v in (sde.mean_coeff(_batch_time(s, x)), sde.std(_batch_time(s, x))))
+        m_s, s_s = (append_dims(v, x.dim()) for v in (sde.alpha(_batch_time(s, x)), sde.sigma(_batch_time(s, x))))
         sigma = eta * variance.sqrt()
         x = m_s * x0_hat + (s_s**2 - sigma**2).clamp_min(0).sqrt() * eps_hat
         if eta > 0 and i < steps - 1:

@@ -5,10 +5,11 @@ notes 3.1, eqs (14)-(18); Song et al. 2021 (score-based generative modeling thro
 Every forward SDE here is linear, dx = -1/2 beta(t) x dt + g(t) dW (eq. (14)), so the
 marginal given a data point x0 is a Gaussian
 
-    x_t = m(t) x0 + s(t) eps,        eps ~ N(0, I),
+    x_t = alpha(t) x0 + sigma(t) eps,        eps ~ N(0, I),
 
-with ``mean_coeff(t) = m(t)`` and ``std(t) = s(t)``. Chapter 5 derives m and s from the
-moment ODEs dm/dt = -1/2 beta m and d(s^2)/dt = -beta s^2 + g^2 (``oldschool.symbolic``).
+a ``GaussianPath`` with ``alpha(t)`` and ``sigma(t)`` and log-SNR ``lam(t)``. Chapter 5
+derives alpha and sigma from the moment ODEs d alpha/dt = f alpha and
+d(sigma^2)/dt = 2 f sigma^2 + g^2 (``oldschool.symbolic``).
 
 Shapes: ``x`` is (B, ...) (2-D points (B, D) or images (B, C, H, W)); ``t`` is a float or a
 tensor of shape (B,). Coefficients that multiply ``x`` come back broadcast as (B, 1, ..., 1)
@@ -18,6 +19,7 @@ by ``append_dims``, so the same code serves points and images. Times must lie in
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def append_dims(v, ndim):
@@ -27,14 +29,23 @@ def append_dims(v, ndim):
     return v.reshape(v.shape + (1,) * (ndim - v.dim()))
 
 
-class _LinearSDE:
-    """What every forward SDE here shares: time checks, marginals, the prior, the reverse.
+class GaussianPath:
+    """A Gaussian path x_t = alpha(t) x0 + sigma(t) eps, eps ~ N(0, I), on t in [0, T].
 
-    A subclass defines ``beta(t)`` (the linear drift rate), ``diffusion_coeff(t)`` (g),
-    ``mean_coeff(t)`` (m), ``std(t)`` (s) and ``prior_std``.
+    Every forward process in this book is one (VP, sub-VP, VE here; the linear path of
+    rectified flow in chapter 8). A subclass gives ``alpha(t)``, ``sigma(t)`` and the
+    equivalent linear SDE dx = f(t) x dt + g(t) dW (notes eq. (14)) through ``f(t)`` and
+    ``g2(t)`` = g(t)^2; the rest follows:
+
+        f = d log alpha / dt,          g^2 = d sigma^2 / dt - 2 f sigma^2,
+        alpha' = f alpha,              sigma' = (g^2 + 2 f sigma^2) / (2 sigma),
+        lam = log(alpha^2 / sigma^2)   (the log-SNR; Kingma et al. 2021).
+
+    The first line is the moment ODE of chapter 5 read backwards: the SDE whose marginal
+    given x0 has mean alpha x0 and variance sigma^2 (``oldschool.symbolic``).
     """
 
-    T = 1.0  # every SDE here runs on t in [0, 1], as in Song et al. 2021
+    T = 1.0  # every path here runs on t in [0, 1], as in Song et al. 2021
     prior_std = 1.0
 
     def check_time(self, t, like=None):
@@ -57,30 +68,49 @@ class _LinearSDE:
                              f"[{t.min().item():.4g}, {t.max().item():.4g}]")
         return t
 
+    # alpha(t), sigma(t), f(t) and g2(t) come from the subclass.
+
+    def g(self, t):
+        """The diffusion coefficient g(t) of the equivalent SDE."""
+        return torch.sqrt(self.g2(t))
+
+    def d_alpha(self, t):
+        """d alpha / dt = f alpha."""
+        return self.f(t) * self.alpha(t)
+
+    def d_sigma(self, t):
+        """d sigma / dt = (g^2 + 2 f sigma^2) / (2 sigma)."""
+        sigma = self.sigma(t)
+        return (self.g2(t) + 2 * self.f(t) * sigma**2) / (2 * sigma)
+
+    def lam(self, t):
+        """The log-SNR lambda(t) = log(alpha^2 / sigma^2), decreasing in t (+inf at t = 0)."""
+        return 2 * (torch.log(self.alpha(t)) - torch.log(self.sigma(t)))
+
+    def snr(self, t):
+        """Signal-to-noise ratio alpha(t)^2 / sigma(t)^2 (infinite at t = 0)."""
+        return self.alpha(t) ** 2 / self.sigma(t) ** 2
+
     def sde(self, x, t):
-        """Drift f(x, t) = -1/2 beta(t) x and diffusion g(t) of eq. (14).
+        """Drift f(t) x and diffusion g(t) of the forward SDE, eq. (14).
 
         Returns (drift shaped like x, diffusion shaped (B, 1, ..., 1) or ()).
         """
         t = self.check_time(t, x)
-        drift = -0.5 * append_dims(self.beta(t), x.dim()) * x  # (B, ...)
-        return drift, append_dims(self.diffusion_coeff(t), x.dim())
+        drift = append_dims(self.f(t), x.dim()) * x  # (B, ...)
+        return drift, append_dims(self.g(t), x.dim())
 
     def marginal(self, x0, t):
-        """Mean m(t) x0 and std s(t) of p_t(x | x0); std is shaped (B, 1, ..., 1) to broadcast."""
+        """Mean alpha(t) x0 and std sigma(t) of p_t(x | x0); std shaped (B, 1, ..., 1)."""
         t = self.check_time(t, x0)
-        mean = append_dims(self.mean_coeff(t), x0.dim()) * x0
-        return mean, append_dims(self.std(t), x0.dim())
+        mean = append_dims(self.alpha(t), x0.dim()) * x0
+        return mean, append_dims(self.sigma(t), x0.dim())
 
     def perturb(self, x0, t, generator=None):
-        """A draw x_t = m(t) x0 + s(t) eps of the forward marginal; returns (x_t, eps)."""
-        mean, std = self.marginal(x0, t)
+        """A draw x_t = alpha(t) x0 + sigma(t) eps of the forward marginal; returns (x_t, eps)."""
+        mean, sigma = self.marginal(x0, t)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        return mean + std * eps, eps
-
-    def snr(self, t):
-        """Signal-to-noise ratio m(t)^2 / s(t)^2 (infinite at t = 0)."""
-        return self.mean_coeff(t) ** 2 / self.std(t) ** 2
+        return mean + sigma * eps, eps
 
     def prior_sample(self, shape, generator=None, device=None, dtype=torch.float32):
         """Samples of the prior p_T = N(0, prior_std^2 I), the sampler's starting point."""
@@ -97,12 +127,20 @@ class _LinearSDE:
         return ReverseSDE(self, score_fn, probability_flow)
 
 
-class VPSDE(_LinearSDE):
+def _t_of_log_alpha(log_alpha, beta_min, beta_max):
+    """Invert log alpha = -t beta_min / 2 - t^2 (beta_max - beta_min) / 4 for t >= 0."""
+    a, b = 0.25 * (beta_max - beta_min), 0.5 * beta_min  # a t^2 + b t + log_alpha = 0
+    if a == 0:
+        return -log_alpha / b
+    return 2 * -log_alpha / (b + torch.sqrt(b * b - 4 * a * log_alpha))  # stable root
+
+
+class VPSDE(GaussianPath):
     """Variance preserving SDE, eq. (15): dx = -1/2 beta(t) x dt + sqrt(beta(t)) dW.
 
     beta(t) = beta_min + t (beta_max - beta_min) on t in [0, 1] (Song et al. 2021; the
-    continuous limit of DDPM's linear schedule). m(t) = exp(-1/2 int_0^t beta),
-    s(t)^2 = 1 - m(t)^2, so a unit-variance x0 keeps unit variance.
+    continuous limit of DDPM's linear schedule). alpha(t) = exp(-1/2 int_0^t beta),
+    sigma(t)^2 = 1 - alpha(t)^2, so a unit-variance x0 keeps unit variance.
     """
 
     def __init__(self, beta_min=0.1, beta_max=20.0):
@@ -113,42 +151,63 @@ class VPSDE(_LinearSDE):
     def beta(self, t):
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
-    def diffusion_coeff(self, t):
-        return torch.sqrt(self.beta(t))
+    def f(self, t):
+        return -0.5 * self.beta(t)
 
-    def log_mean_coeff(self, t):
-        """log m(t) = -1/2 int_0^t beta = -t beta_min / 2 - t^2 (beta_max - beta_min) / 4."""
+    def g2(self, t):
+        return self.beta(t)
+
+    def log_alpha(self, t):
+        """log alpha(t) = -1/2 int_0^t beta = -t beta_min / 2 - t^2 (beta_max - beta_min) / 4."""
         t = self.check_time(t)
         return -0.5 * t * self.beta_min - 0.25 * t**2 * (self.beta_max - self.beta_min)
 
-    def mean_coeff(self, t):
-        return torch.exp(self.log_mean_coeff(t))
+    def alpha(self, t):
+        return torch.exp(self.log_alpha(t))
 
-    def std(self, t):
-        return torch.sqrt(-torch.expm1(2 * self.log_mean_coeff(t)))  # sqrt(1 - m^2), exact near t = 0
+    def sigma(self, t):
+        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))  # sqrt(1 - alpha^2), exact near 0
+
+    def lam(self, t):
+        log_alpha = self.log_alpha(t)
+        return 2 * log_alpha - torch.log(-torch.expm1(2 * log_alpha))
+
+    def t_of_lam(self, lam):
+        """The time with log-SNR ``lam``: alpha^2 = sigmoid(lam), then invert log alpha."""
+        return _t_of_log_alpha(0.5 * F.logsigmoid(lam), self.beta_min, self.beta_max)
 
 
 class SubVPSDE(VPSDE):
-    """Sub-VP SDE (Song et al. 2021, eq. (29)): VP's drift, diffusion sqrt(beta (1 - m^4)).
+    """Sub-VP SDE (Song et al. 2021, eq. (29)): VP's drift, diffusion sqrt(beta (1 - alpha^4)).
 
-    Its marginal std is 1 - m(t)^2, below the VP's sqrt(1 - m^2) at every t (hence "sub").
+    Its sigma(t) = 1 - alpha(t)^2 lies below the VP's sqrt(1 - alpha^2) at every t (hence "sub").
     """
 
-    def diffusion_coeff(self, t):
-        return torch.sqrt(self.beta(t) * -torch.expm1(4 * self.log_mean_coeff(t)))  # beta (1 - m^4)
+    def g2(self, t):
+        return self.beta(t) * -torch.expm1(4 * self.log_alpha(t))  # beta (1 - alpha^4)
 
-    def std(self, t):
-        return -torch.expm1(2 * self.log_mean_coeff(t))  # 1 - m^2
+    def sigma(self, t):
+        return -torch.expm1(2 * self.log_alpha(t))  # 1 - alpha^2
+
+    def lam(self, t):
+        return 2 * (self.log_alpha(t) - torch.log(self.sigma(t)))
+
+    def t_of_lam(self, lam):
+        """alpha / (1 - alpha^2) = exp(lam / 2) =: r, so alpha = 2 r / (1 + sqrt(1 + 4 r^2))."""
+        r = torch.exp(0.5 * lam)
+        alpha = 2 * r / (1 + torch.sqrt(1 + 4 * r * r))
+        return _t_of_log_alpha(torch.log(alpha), self.beta_min, self.beta_max)
 
 
-class VESDE(_LinearSDE):
-    """Variance exploding SDE, eq. (16): dx = sqrt(d sigma^2 / dt) dW, no drift.
+class VESDE(GaussianPath):
+    """Variance exploding SDE, eq. (16): dx = sqrt(d s^2 / dt) dW, no drift.
 
-    sigma(t) = sigma_min (sigma_max / sigma_min)^t (Song et al. 2021), so
-    g(t) = sigma(t) sqrt(2 log(sigma_max / sigma_min)). Started at a data point at t = 0,
-    the variance grows by int_0^t g^2 = sigma(t)^2 - sigma_min^2: that is ``std(t)^2``.
-    (score_sde uses sigma(t) itself, i.e. it treats the data as already blurred by
-    sigma_min; the difference is sigma_min^2 = 1e-4.) The prior is N(0, sigma_max^2 I).
+    The noise scale s(t) = sigma_min (sigma_max / sigma_min)^t (Song et al. 2021's
+    sigma(t); ``noise_scale`` here), so g(t)^2 = 2 s(t)^2 log(sigma_max / sigma_min).
+    Started at a data point at t = 0, the variance grows by int_0^t g^2 = s(t)^2 -
+    sigma_min^2: that is sigma(t)^2. (score_sde uses s(t) itself, i.e. it treats the data
+    as already blurred by sigma_min; the difference is sigma_min^2 = 1e-4.) The prior is
+    N(0, sigma_max^2 I).
     """
 
     def __init__(self, sigma_min=0.01, sigma_max=50.0):
@@ -157,21 +216,26 @@ class VESDE(_LinearSDE):
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.prior_std = self.sigma_max
 
-    def sigma(self, t):
-        """The noise scale sigma(t) of eq. (16)."""
+    def noise_scale(self, t):
+        """The noise scale s(t) = sigma_min (sigma_max / sigma_min)^t of eq. (16)."""
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** self.check_time(t)
 
-    def beta(self, t):
+    def f(self, t):
         return torch.zeros_like(self.check_time(t))  # no drift
 
-    def diffusion_coeff(self, t):
-        return self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
+    def g2(self, t):
+        return self.noise_scale(t) ** 2 * (2 * math.log(self.sigma_max / self.sigma_min))
 
-    def mean_coeff(self, t):
+    def alpha(self, t):
         return torch.ones_like(self.check_time(t))
 
-    def std(self, t):
-        return torch.sqrt(self.sigma(t) ** 2 - self.sigma_min**2)
+    def sigma(self, t):
+        return torch.sqrt(self.noise_scale(t) ** 2 - self.sigma_min**2)
+
+    def t_of_lam(self, lam):
+        """sigma^2 = exp(-lam), so s = sqrt(exp(-lam) + sigma_min^2); invert s(t)."""
+        s = torch.sqrt(torch.exp(-lam) + self.sigma_min**2)
+        return torch.log(s / self.sigma_min) / math.log(self.sigma_max / self.sigma_min)
 
 
 def ddpm_betas(beta_start=0.00085, beta_end=0.012, num_steps=1000, kind="scaled_linear"):
@@ -192,7 +256,7 @@ def ddpm_betas(beta_start=0.00085, beta_end=0.012, num_steps=1000, kind="scaled_
     raise ValueError(f"unknown schedule kind {kind!r}; use 'linear' or 'scaled_linear'")
 
 
-class DiscreteVP(_LinearSDE):
+class DiscreteVP(GaussianPath):
     """A discrete DDPM schedule seen as a VP SDE on t in [0, 1].
 
     Step n = 1..N sits at t_n = n / N and has alpha_bar_n = prod_{k<=n} (1 - beta_k)
@@ -228,7 +292,7 @@ class DiscreteVP(_LinearSDE):
         n = u.floor().clamp(max=self.num_steps - 1).long()  # segment [t_n, t_{n+1}]
         return t, n, u - n
 
-    def log_mean_coeff(self, t):
+    def log_alpha(self, t):
         t, n, frac = self._segment(t)
         table = self._log_alpha_bar.to(t.device)
         log_alpha_bar = table[n] + frac * (table[n + 1] - table[n])
@@ -239,14 +303,29 @@ class DiscreteVP(_LinearSDE):
         table = self._log_alpha_bar.to(t.device)
         return (-(table[n + 1] - table[n]) * self.num_steps).to(t.dtype)
 
-    def diffusion_coeff(self, t):
-        return torch.sqrt(self.beta(t))
+    def f(self, t):
+        return -0.5 * self.beta(t)
 
-    def mean_coeff(self, t):
-        return torch.exp(self.log_mean_coeff(t))
+    def g2(self, t):
+        return self.beta(t)
 
-    def std(self, t):
-        return torch.sqrt(-torch.expm1(2 * self.log_mean_coeff(t)))
+    def alpha(self, t):
+        return torch.exp(self.log_alpha(t))
+
+    def sigma(self, t):
+        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+
+    def lam(self, t):
+        log_alpha = self.log_alpha(t)
+        return 2 * log_alpha - torch.log(-torch.expm1(2 * log_alpha))
+
+    def t_of_lam(self, lam):
+        """Invert the piecewise-linear log alpha_bar: log alpha_bar = log sigmoid(lam)."""
+        target = F.logsigmoid(lam.double())  # log alpha_bar, decreasing in t
+        table = self._log_alpha_bar.to(lam.device)  # (N + 1,), decreasing
+        n = torch.searchsorted(-table, -target).clamp(1, self.num_steps)  # table[n-1] >= target > table[n]
+        frac = (target - table[n - 1]) / (table[n] - table[n - 1])
+        return ((n - 1 + frac) / self.num_steps).to(lam.dtype)
 
 
 class ReverseSDE:

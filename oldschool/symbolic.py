@@ -218,9 +218,9 @@ def _solve_moment_odes(beta, g_squared, t):
     Var[x_t] = v(t) (Ito: d E[x] = E[f] dt, d Var = 2 Cov(x, f) dt + g^2 dt). Returns (m, v).
     """
     m, v = sp.Function("m"), sp.Function("v")
-    mean_coeff = sp.dsolve(sp.Eq(m(t).diff(t), -beta * m(t) / 2), m(t), ics={m(0): 1}).rhs
+    alpha = sp.dsolve(sp.Eq(m(t).diff(t), -beta * m(t) / 2), m(t), ics={m(0): 1}).rhs
     variance = sp.dsolve(sp.Eq(v(t).diff(t), -beta * v(t) + g_squared), v(t), ics={v(0): 0}).rhs
-    return sp.simplify(mean_coeff), sp.simplify(variance)
+    return sp.simplify(alpha), sp.simplify(variance)
 
 
 def vp_marginal_moments():

@@ -174,7 +174,7 @@ class GaussianMixture:
 
     def diffused(self, t, sde):
         """The mixture p_t at one time t under ``sde``: means m mu_k, covs m^2 Sigma_k + s^2 I."""
-        m, s = float(sde.mean_coeff(t)), float(sde.std(t))
+        m, s = float(sde.alpha(t)), float(sde.sigma(t))
         eye = torch.eye(self.dim, dtype=torch.float64)
         return GaussianMixture(self.weights, m * self.means, m**2 * self.covs + s**2 * eye)
 
@@ -193,7 +193,7 @@ class GaussianMixture:
         self._check_points(x)
         t = sde.check_time(t, x)
         t = t.expand(x.shape[0]) if t.dim() == 0 else t  # (B,)
-        m, s = sde.mean_coeff(t), sde.std(t)  # (B,), (B,)
+        m, s = sde.alpha(t), sde.sigma(t)  # (B,), (B,)
         log_joint, precision_diff = self._components(x, m, s**2)
         r = torch.softmax(log_joint, dim=1)  # (B, K)
         return -(r[:, :, None] * precision_diff).sum(1)  # (B, D)

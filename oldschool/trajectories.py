@@ -44,7 +44,7 @@ def _scale(sde, t, normalize):
     """The factor that coordinates are divided by at time t: sqrt(m^2 + s^2), or 1."""
     if not normalize:
         return 1.0
-    return math.sqrt(float(sde.mean_coeff(float(t))) ** 2 + float(sde.std(float(t))) ** 2)
+    return math.sqrt(float(sde.alpha(float(t))) ** 2 + float(sde.sigma(float(t))) ** 2)
 
 
 def density_over_time(mixture, sde, ts, grid, coordinate=0, normalize=False):
@@ -126,7 +126,7 @@ def plot_score_field(score_fn, t, ax=None, lim=1.3, n=17, color="C0", sde=None, 
     with torch.no_grad():
         arrows = score_fn(grid, t_batch).float()  # (n*n, 2)
     if sde is not None:
-        arrows = arrows * sde.std(t_batch).float()[:, None]
+        arrows = arrows * sde.sigma(t_batch).float()[:, None]
     ax.quiver(grid[:, 0], grid[:, 1], arrows[:, 0], arrows[:, 1], color=color, scale=scale, label=label,
               angles="xy", width=0.004)
     ax.set_xlim(-lim, lim)

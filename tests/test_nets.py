@@ -26,8 +26,8 @@ class GaussianOracle(torch.nn.Module):
         self.sde, self.s0, self.parameterization = sde, s0, parameterization
 
     def forward(self, x, t):
-        alpha = nets.append_dims(self.sde.mean_coeff(t), x.dim())
-        sigma = nets.append_dims(self.sde.std(t), x.dim())
+        alpha = nets.append_dims(self.sde.alpha(t), x.dim())
+        sigma = nets.append_dims(self.sde.sigma(t), x.dim())
         var_t = alpha**2 * self.s0**2 + sigma**2
         eps_hat = sigma * x / var_t
         x0_hat = alpha * self.s0**2 * x / var_t
@@ -124,7 +124,7 @@ def test_eps_and_x0_inverts_targets(parameterization):
     sde = sde_for(parameterization)
     x0, eps = torch.randn(64, 2, generator=g, dtype=torch.float64), torch.randn(64, 2, generator=g, dtype=torch.float64)
     t = 0.01 + 0.98 * torch.rand(64, generator=g, dtype=torch.float64)
-    alpha, sigma = nets.append_dims(sde.mean_coeff(t), 2), nets.append_dims(sde.std(t), 2)
+    alpha, sigma = nets.append_dims(sde.alpha(t), 2), nets.append_dims(sde.sigma(t), 2)
     x_t = alpha * x0 + sigma * eps
     eps_back, x0_back = nets.eps_and_x0(nets.targets(x0, eps, alpha, sigma)[parameterization], x_t, alpha, sigma,
                                         parameterization)
@@ -141,7 +141,7 @@ def test_eps_weighting_makes_every_parameterization_the_eps_mse(parameterization
     torch.nn.init.normal_(eps_model.x_out.weight, std=0.3)
 
     def as_parameterization(x, t):
-        alpha, sigma = nets.append_dims(sde.mean_coeff(t), 2), nets.append_dims(sde.std(t), 2)
+        alpha, sigma = nets.append_dims(sde.alpha(t), 2), nets.append_dims(sde.sigma(t), 2)
         eps_hat = eps_model(x, t)
         x0_hat = (x - sigma * eps_hat) / alpha
         return nets.targets(x0_hat, eps_hat, alpha, sigma)[parameterization]
@@ -165,7 +165,7 @@ def test_dsm_loss_of_the_oracle_is_the_posterior_variance(parameterization):
     for t_value in (0.05, 0.3, 0.8):
         t = torch.full((n,), t_value, dtype=torch.float64)
         loss, parts = nets.dsm_loss(oracle, x0, sde, parameterization, t=t, generator=torch.Generator().manual_seed(4))
-        alpha, sigma = sde.mean_coeff(t[0]), sde.std(t[0])
+        alpha, sigma = sde.alpha(t[0]), sde.sigma(t[0])
         var_eps = alpha**2 * s0**2 / (alpha**2 * s0**2 + sigma**2)  # Var(eps | x_t) per coordinate
         expected = var_eps / nets.eps_weight(alpha, sigma, parameterization)
         assert abs(float(loss) / float(expected) - 1) < 0.02, (t_value, float(loss), float(expected))
@@ -183,7 +183,7 @@ def test_score_fn_from_model_gives_the_exact_score_of_the_oracle(parameterizatio
     x = torch.randn(32, 2, dtype=torch.float64)
     t = 0.01 + 0.98 * torch.rand(32, dtype=torch.float64)
     score_fn = nets.score_fn_from_model(GaussianOracle(sde, s0, parameterization), sde, parameterization)
-    var_t = nets.append_dims(sde.mean_coeff(t) ** 2 * s0**2 + sde.std(t) ** 2, 2)
+    var_t = nets.append_dims(sde.alpha(t) ** 2 * s0**2 + sde.sigma(t) ** 2, 2)
     torch.testing.assert_close(score_fn(x, t), -x / var_t)  # grad log N(0, var_t I)
     with pytest.raises(ValueError, match=r"t must have shape \(32,\)"):
         score_fn(x, t[:3])
@@ -198,7 +198,7 @@ def test_dsm_loss_trains_and_samples_times_in_range():
         seen.append(t)
         return model(x, t)
 
-    loss, parts = nets.dsm_loss(spy, torch.randn(512, 2), sde, eps=0.25, generator=torch.Generator().manual_seed(0))
+    loss, parts = nets.dsm_loss(spy, torch.randn(512, 2), sde, t_min=0.25, generator=torch.Generator().manual_seed(0))
     assert seen[0].min() >= 0.25 and seen[0].max() <= 1.0 and seen[0].std() > 0.1
     assert set(parts) == {"mse_eps", "mse_x0"} and loss.requires_grad
     loss.backward()
@@ -224,8 +224,8 @@ def test_dsm_loss_errors():
         nets.dsm_loss(model, x0, VPSDE(), t=torch.full((8,), 1.5))
     with pytest.raises(ValueError, match="expected"):
         nets.dsm_loss(lambda x, t: x[:, :1], x0, VPSDE())
-    with pytest.raises(ValueError, match="eps must be in"):
-        nets.dsm_loss(model, x0, VPSDE(), eps=1.0)
+    with pytest.raises(ValueError, match="t_min must be in"):
+        nets.dsm_loss(model, x0, VPSDE(), t_min=1.0)
 
 
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["VP", "VE"])
@@ -238,7 +238,7 @@ def test_prediction_errors_are_one_error_weighted_by_the_snr(sde):
         t = torch.full((512,), t_value, dtype=torch.float64)
         errors = nets.prediction_errors(model, x0, sde, t, generator=torch.Generator().manual_seed(5))
         assert ("v" in errors) == isinstance(sde, VPSDE)
-        alpha, sigma = sde.mean_coeff(t[:1]), sde.std(t[:1])
+        alpha, sigma = sde.alpha(t[:1]), sde.sigma(t[:1])
         for q, error in errors.items():  # MSE_q * (eps-MSE per unit of q-MSE) = eps-MSE
             torch.testing.assert_close(error * nets.eps_weight(alpha, sigma, q)[0], errors["eps"])
         _, parts = nets.dsm_loss(model, x0, sde, t=t, generator=torch.Generator().manual_seed(5))

@@ -52,7 +52,7 @@ def test_gaussian_data_on_images(name):
     sde = VPSDE()
 
     def score(x, t):
-        m, s = sde.mean_coeff(t), sde.std(t)
+        m, s = sde.alpha(t), sde.sigma(t)
         m, s = m[:, None, None, None], s[:, None, None, None]
         return -(x - m * mu) / (m**2 * c**2 + s**2)
 
@@ -118,8 +118,8 @@ def test_input_errors():
     x = torch.zeros(4, 2)
     with pytest.raises(ValueError, match="steps must be a positive int"):
         samplers.ode_euler(sde, MIXTURE.score_fn(sde), x, 0)
-    with pytest.raises(ValueError, match="eps must lie in"):
-        samplers.ddim(sde, MIXTURE.score_fn(sde), x, 5, eps=0.0)
+    with pytest.raises(ValueError, match="t_min must lie in"):
+        samplers.ddim(sde, MIXTURE.score_fn(sde), x, 5, t_min=0.0)
     with pytest.raises(ValueError, match="floating-point tensor"):
         samplers.ode_heun(sde, MIXTURE.score_fn(sde), torch.zeros(4, 2, dtype=torch.long), 5)
     with pytest.raises(ValueError, match="eta"):
@@ -132,7 +132,7 @@ def _eps_model(sd, score_fn):
     """A diffusers-style noise predictor eps(x, timestep) from a score: eps = -s(t) score."""
     def eps(x, timestep):
         t = torch.full((x.shape[0],), (int(timestep) + 1) / sd.num_steps, dtype=x.dtype)
-        return -sd.std(t)[:, None] * score_fn(x, t)
+        return -sd.sigma(t)[:, None] * score_fn(x, t)
     return eps
 
 
@@ -146,7 +146,7 @@ def test_ddim_and_ancestral_match_diffusers_schedulers():
     common = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                   timestep_spacing="trailing", clip_sample=False)
 
-    ours = samplers.ddim(sd, score, x, 49, eps=0.02)
+    ours = samplers.ddim(sd, score, x, 49, t_min=0.02)
     scheduler = diffusers.DDIMScheduler(**common)
     scheduler.set_timesteps(50)
     theirs = x
@@ -155,7 +155,7 @@ def test_ddim_and_ancestral_match_diffusers_schedulers():
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
     states = []
-    samplers.ddpm_ancestral(sd, score, x, 49, eps=0.02, generator=torch.Generator().manual_seed(7),
+    samplers.ddpm_ancestral(sd, score, x, 49, t_min=0.02, generator=torch.Generator().manual_seed(7),
                             callback=lambda i, t, xi: states.append(xi))
     scheduler = diffusers.DDPMScheduler(**common, variance_type="fixed_small")
     scheduler.set_timesteps(50)

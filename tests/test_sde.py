@@ -16,17 +16,17 @@ IDS = ["vp", "subvp", "ve", "vp-mild", "discrete-sd"]
 
 @pytest.mark.parametrize("sde", ALL_SDES[:4], ids=IDS[:4])
 def test_marginal_solves_the_moment_odes(sde):
-    """dm/dt = -beta m / 2 and d(s^2)/dt = -beta s^2 + g^2, integrated by scipy from m = 1, s = 0."""
+    """d alpha/dt = f alpha and d(sigma^2)/dt = 2 f sigma^2 + g^2, integrated by scipy from (1, 0)."""
     def moments(t, y):
         tt = torch.tensor(t, dtype=torch.float64)
-        beta, g2 = float(sde.beta(tt)), float(sde.diffusion_coeff(tt) ** 2)
-        return [-0.5 * beta * y[0], -beta * y[1] + g2]
+        f, g2 = float(sde.f(tt)), float(sde.g2(tt))
+        return [f * y[0], 2 * f * y[1] + g2]
 
     t_eval = np.array([0.05, 0.3, 0.7, 1.0])
     sol = solve_ivp(moments, (0.0, 1.0), [1.0, 0.0], t_eval=t_eval, rtol=1e-10, atol=1e-12)
     t = torch.tensor(t_eval, dtype=torch.float64)
-    np.testing.assert_allclose(sde.mean_coeff(t).numpy(), sol.y[0], rtol=1e-5)
-    np.testing.assert_allclose(sde.std(t).numpy() ** 2, sol.y[1], rtol=1e-5)
+    np.testing.assert_allclose(sde.alpha(t).numpy(), sol.y[0], rtol=1e-5)
+    np.testing.assert_allclose(sde.sigma(t).numpy() ** 2, sol.y[1], rtol=1e-5)
 
 
 @pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
@@ -34,10 +34,24 @@ def test_moment_odes_hold_pointwise(sde):
     """The same two ODEs by central differences, inside the segments of the discrete schedule."""
     t = torch.tensor([0.1005, 0.4005, 0.8005], dtype=torch.float64)
     h = 1e-5
-    dlog_m = (torch.log(sde.mean_coeff(t + h)) - torch.log(sde.mean_coeff(t - h))) / (2 * h)
-    ds2 = (sde.std(t + h) ** 2 - sde.std(t - h) ** 2) / (2 * h)
-    torch.testing.assert_close(dlog_m, -0.5 * sde.beta(t), rtol=1e-6, atol=1e-8)
-    torch.testing.assert_close(ds2, -sde.beta(t) * sde.std(t) ** 2 + sde.diffusion_coeff(t) ** 2, rtol=1e-6, atol=1e-8)
+    dlog_m = (torch.log(sde.alpha(t + h)) - torch.log(sde.alpha(t - h))) / (2 * h)
+    ds2 = (sde.sigma(t + h) ** 2 - sde.sigma(t - h) ** 2) / (2 * h)
+    torch.testing.assert_close(dlog_m, sde.f(t), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(ds2, 2 * sde.f(t) * sde.sigma(t) ** 2 + sde.g2(t), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
+def test_path_derivatives_and_log_snr(sde):
+    """d_alpha, d_sigma against central differences; lam = log(alpha^2 / sigma^2); t_of_lam inverts lam."""
+    t = torch.tensor([0.0105, 0.1005, 0.4005, 0.8005, 0.9995], dtype=torch.float64)
+    h = 1e-6
+    torch.testing.assert_close(sde.d_alpha(t), (sde.alpha(t + h) - sde.alpha(t - h)) / (2 * h),
+                               rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(sde.d_sigma(t), (sde.sigma(t + h) - sde.sigma(t - h)) / (2 * h),
+                               rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(sde.lam(t), torch.log(sde.alpha(t) ** 2 / sde.sigma(t) ** 2))
+    assert (sde.lam(t).diff() < 0).all()  # the log-SNR falls as noise is added
+    torch.testing.assert_close(sde.t_of_lam(sde.lam(t)), t, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("sde", ALL_SDES[:4], ids=IDS[:4])
@@ -59,13 +73,13 @@ def test_known_closed_forms():
     t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
     vp = VPSDE()
     integral = 0.1 * t + 0.5 * t**2 * (20.0 - 0.1)  # int_0^t beta
-    torch.testing.assert_close(vp.mean_coeff(t), torch.exp(-0.5 * integral))
-    torch.testing.assert_close(vp.std(t) ** 2 + vp.mean_coeff(t) ** 2, torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(vp.alpha(t), torch.exp(-0.5 * integral))
+    torch.testing.assert_close(vp.sigma(t) ** 2 + vp.alpha(t) ** 2, torch.ones(3, dtype=torch.float64))
     sub = SubVPSDE()
-    assert (sub.std(t[1:]) < vp.std(t[1:])).all()
+    assert (sub.sigma(t[1:]) < vp.sigma(t[1:])).all()
     ve = VESDE()
-    torch.testing.assert_close(ve.sigma(t), 0.01 * 5000.0**t)
-    torch.testing.assert_close(ve.std(t) ** 2, ve.sigma(t) ** 2 - 0.01**2)
+    torch.testing.assert_close(ve.noise_scale(t), 0.01 * 5000.0**t)
+    torch.testing.assert_close(ve.sigma(t) ** 2, ve.noise_scale(t) ** 2 - 0.01**2)
 
 
 def test_discrete_schedule_matches_diffusers():
@@ -75,9 +89,9 @@ def test_discrete_schedule_matches_diffusers():
     torch.testing.assert_close(sd.alpha_bar, scheduler.alphas_cumprod.double(), rtol=1e-5, atol=1e-6)
     n = torch.tensor([1, 200, 999, 1000])
     t = n.double() / 1000
-    torch.testing.assert_close(sd.mean_coeff(t) ** 2, sd.alpha_bar[n - 1])
+    torch.testing.assert_close(sd.alpha(t) ** 2, sd.alpha_bar[n - 1])
     torch.testing.assert_close(sd.snr(t), sd.alpha_bar[n - 1] / (1 - sd.alpha_bar[n - 1]))
-    assert sd.mean_coeff(torch.tensor(0.0)).item() == 1.0
+    assert sd.alpha(torch.tensor(0.0)).item() == 1.0
 
 
 def test_ddpm_betas_kinds_and_errors():
@@ -99,7 +113,7 @@ def test_time_is_validated(sde):
     with pytest.raises(ValueError, match=r"t must lie in \[0, T"):
         sde.sde(x, torch.tensor([0.5, 1.2, 0.1]))
     with pytest.raises(ValueError, match=r"t must lie in \[0, T"):
-        sde.std(-0.1)
+        sde.sigma(-0.1)
     with pytest.raises(TypeError, match="floating-point"):
         sde.marginal(x, torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match="batch size"):

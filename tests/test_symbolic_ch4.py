@@ -20,7 +20,7 @@ def test_prediction_maps_agree_with_nets_and_compose_to_identity():
     g = torch.Generator().manual_seed(0)
     t = 0.05 + 0.9 * torch.rand(50, generator=g, dtype=torch.float64)
     sde = VPSDE()
-    a, s = sde.mean_coeff(t)[:, None], sde.std(t)[:, None]  # (50, 1)
+    a, s = sde.alpha(t)[:, None], sde.sigma(t)[:, None]  # (50, 1)
     x_t_value = torch.randn(50, 2, generator=g, dtype=torch.float64)
     output = torch.randn(50, 2, generator=g, dtype=torch.float64)
     for p in maps:
@@ -39,7 +39,7 @@ def test_loss_weights_match_nets_and_monte_carlo():
     sde = VPSDE()
     for t_value in (0.02, 0.3, 0.9):
         t = torch.tensor([t_value], dtype=torch.float64)
-        a, s = sde.mean_coeff(t), sde.std(t)
+        a, s = sde.alpha(t), sde.sigma(t)
         snr_value = float(a**2 / s**2)
         x0 = torch.randn(100_000, 2, generator=g, dtype=torch.float64)
         eps = torch.randn(100_000, 2, generator=g, dtype=torch.float64)
@@ -65,8 +65,8 @@ def test_diffusion_step_kl_is_half_snr_gap_times_squared_error():
     sde = VPSDE()
     g = torch.Generator().manual_seed(2)
     for s_time, t_time in ((0.1, 0.11), (0.4, 0.5), (0.01, 0.9)):
-        values = {a_s: float(sde.mean_coeff(s_time)), s_s: float(sde.std(s_time)),
-                  a_t: float(sde.mean_coeff(t_time)), s_t: float(sde.std(t_time))}
+        values = {a_s: float(sde.alpha(s_time)), s_s: float(sde.sigma(s_time)),
+                  a_t: float(sde.alpha(t_time)), s_t: float(sde.sigma(t_time))}
         # posterior by Gaussian conditioning of the joint (x_s, x_t) given x0: an independent route
         a_ts = values[a_t] / values[a_s]
         cov_st, var_t = a_ts * values[s_s] ** 2, values[s_t] ** 2

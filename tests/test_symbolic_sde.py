@@ -14,9 +14,9 @@ def _check_moments(derived, sde, params):
     m_f, v_f = (sp.lambdify((t, a, b), e, "math") for e in (m, variance))
     tt = torch.tensor(TIMES, dtype=torch.float64)
     torch.testing.assert_close(torch.tensor([float(m_f(x, *params)) for x in TIMES], dtype=torch.float64),
-                               sde.mean_coeff(tt), rtol=1e-12, atol=1e-12)
+                               sde.alpha(tt), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(torch.tensor([float(v_f(x, *params)) for x in TIMES], dtype=torch.float64),
-                               sde.std(tt) ** 2, rtol=1e-10, atol=1e-12)
+                               sde.sigma(tt) ** 2, rtol=1e-10, atol=1e-12)
 
 
 def test_vp_moments_match_the_sde_module():
