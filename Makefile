@@ -9,13 +9,14 @@ STAMP := $(VENV)/.installed
 # spin against each other (measured 20x slower training than one thread).
 BOOK_ENV := OLDSCHOOL_MODE=cpu OLDSCHOOL_PROGRESS=0 OMP_NUM_THREADS=1
 
-.PHONY: install vendor browser book test unit clean
+.PHONY: install vendor browser book test unit browser-unit clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-peers.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.txt -e .
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-peers.txt
 	touch $@
 
 # The ipywidgets manager that draws saved widget state in the static pages, served from the book
@@ -48,9 +49,13 @@ book: $(STAMP) vendor
 test: $(STAMP) vendor browser
 	$(BOOK_ENV) $(BIN)/python -m pytest -ra
 
-# Unit tests only (a minute), for quick iterations.
+# Unit tests only (a minute), for quick iterations; the Chromium ones (the live explorer's
+# JavaScript against oldschool) run in `make test` and `make browser-unit`.
 unit: $(STAMP)
-	$(BOOK_ENV) $(BIN)/python -m pytest -ra -m "not book"
+	$(BOOK_ENV) $(BIN)/python -m pytest -ra -m "not book and not browser"
+
+browser-unit: $(STAMP) browser
+	$(BOOK_ENV) $(BIN)/python -m pytest -ra -m "browser and not book"
 
 clean:
 	rm -rf _build

@@ -10,7 +10,8 @@ encoder outputs and what the loss adds:
 * ``VAE``: the same encoder and decoder, loss = eq. (8) (reconstruction + KL).
 
 After the losses come the measurements chapter 2 makes on a trained VAE: the ELBO per
-image, log p(x) by importance sampling, the aggregate posterior, and the latents in use.
+image, the best per-image q (for the amortization gap), log p(x) by importance sampling
+and by grid quadrature, the aggregate posterior, and the latents in use.
 """
 
 import math
@@ -160,34 +161,112 @@ def _check_vae(model):
 
 
 @torch.no_grad()
-def elbo_per_image(model, x, sigma=1.0, n_samples=1, generator=None):
+def elbo_per_image(model, x, sigma=1.0, n_samples=1, generator=None, posterior=None):
     """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || N(0, I)) in nats, one value per image: (B,).
 
     Minus the loss of notes eq. (8) (with its constants), the expectation averaged over
     ``n_samples`` reparameterized draws and the KL in closed form (eq. (9)).
+    posterior: the q to evaluate (a DiagonalGaussian, one row per image); None means the
+    model's encoder, q_phi(z|x).
     """
     _check_vae(model)
     _check_sigma(sigma)
-    q = model.encode(x)
+    q = model.encode(x) if posterior is None else _check_posterior(posterior, x, model)
     log_lik = torch.stack([-gaussian_nll(x, model.decode(q.sample(generator=generator)), 2 * math.log(sigma))
                            for _ in range(n_samples)])  # (S, B)
     return log_lik.mean(0) - q.kl()
 
 
+def _check_posterior(posterior, x, model):
+    if not isinstance(posterior, DiagonalGaussian):
+        raise TypeError(f"posterior must be a DiagonalGaussian, got {type(posterior).__name__}")
+    if tuple(posterior.mean.shape) != (x.shape[0], model.latent_dim):
+        raise ValueError(f"posterior must have shape ({x.shape[0]}, {model.latent_dim}) (one q per image), "
+                         f"got {tuple(posterior.mean.shape)}")
+    return posterior
+
+
+def fit_posterior(model, x, sigma=1.0, steps=200, lr=0.05, n_samples=8, generator=None):
+    """The best diagonal Gaussian q(z|x) for each image, by gradient ascent on its ELBO.
+
+    Starts at the encoder's q_phi(z|x) and maximizes ELBO(q) (``n_samples`` reparameterized
+    draws per step) over each image's own mean and log-variance, with the decoder fixed.
+    ELBO(fitted q) - ELBO(q_phi) is the *amortization gap* the shared encoder leaves, and
+    log p(x) - ELBO(fitted q) the *approximation gap* of the diagonal family (Cremer et al.
+    2018, "Inference suboptimality in VAEs"; notes eq. (8)). Returns a DiagonalGaussian.
+    """
+    _check_vae(model)
+    _check_sigma(sigma)
+    with torch.no_grad():
+        q = model.encode(x)
+    mean = q.mean.detach().clone().requires_grad_()
+    logvar = q.logvar.detach().clone().requires_grad_()
+    optimizer = torch.optim.Adam([mean, logvar], lr=lr)
+    frozen = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        for _ in range(steps):
+            fitted = DiagonalGaussian(mean, logvar)
+            z = fitted.mean + fitted.std * torch.randn(n_samples, *mean.shape, generator=generator,
+                                                       dtype=mean.dtype, device=mean.device)  # (S, B, d)
+            x_hat = model.decode(z.view(-1, mean.shape[1]))  # (S*B, C, H, W)
+            x_s = x.expand(n_samples, *x.shape).reshape(x_hat.shape)
+            log_lik = -gaussian_nll(x_s, x_hat, 2 * math.log(sigma)).view(n_samples, -1).mean(0)  # (B,)
+            loss = -(log_lik - fitted.kl()).sum()  # minus the ELBO of every image
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        for p, flag in zip(model.parameters(), frozen):
+            p.requires_grad_(flag)
+    return DiagonalGaussian(mean.detach(), logvar.detach())
+
+
 @torch.no_grad()
-def importance_log_likelihood(model, x, sigma=1.0, n_samples=1000, generator=None, chunk=256):
+def grid_log_likelihood(model, x, sigma, half_width=6.0, n=481, chunk=64):
+    """log p(x) = log int p(x|z) N(z; 0, I) dz by a Riemann sum on a 2-D grid, per image: (B,).
+
+    A quadrature of eq. (2) that uses no importance weights and no encoder, to check the
+    sampling estimates with: the square [-half_width, half_width]^2 is cut into an n x n
+    grid, decoded once, and every image's integrand summed over it. The grid must be fine
+    against the posterior's width (spacing 2 half_width / (n - 1)) and wide enough to hold
+    its mass. Only for 2-D latents; ``chunk`` images are compared with the grid at once.
+    """
+    _check_vae(model)
+    _check_sigma(sigma)
+    if model.latent_dim != 2:
+        raise ValueError(f"grid integration needs a 2-D latent, the model has {model.latent_dim}")
+    axis = torch.linspace(-half_width, half_width, n, dtype=x.dtype, device=x.device)
+    z = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).view(-1, 2)  # (n*n, 2)
+    x_hat = model.decode(z).flatten(1)  # (n*n, D)
+    log_prior = -gaussian_nll(z, torch.zeros_like(z), 0.0)  # (n*n,)
+    cell = 2 * math.log(2 * half_width / (n - 1))  # log of one cell's area
+    log_norm = -0.5 * x_hat.shape[1] * math.log(2 * math.pi * sigma**2)
+    out = []
+    for xb in x.flatten(1).split(chunk):  # (b, D)
+        squared = torch.cdist(xb, x_hat).pow(2)  # (b, n*n): ||x - x_hat(z)||^2
+        log_lik = log_norm - squared / (2 * sigma**2)
+        out.append(torch.logsumexp(log_lik + log_prior, dim=1) + cell)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def importance_log_likelihood(model, x, sigma=1.0, n_samples=1000, generator=None, chunk=256,
+                              proposal=None):
     """log p(x) of eq. (2) estimated by importance sampling with the encoder as proposal: (B,).
 
     log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x)  (Burda et al. 2016).
     It is a lower bound in expectation too, but one that tightens as K grows (K = 1 is the ELBO),
     and with a 2-D latent a few hundred samples are enough to see the ELBO's gap.
-    ``chunk`` bounds how many samples per image are decoded at once.
+    ``chunk`` bounds how many samples per image are decoded at once. proposal: another
+    DiagonalGaussian per image (e.g. ``fit_posterior``'s) in place of the encoder; any proposal
+    gives the same log p(x) in the limit, which is what makes the estimate checkable.
     """
     _check_vae(model)
     _check_sigma(sigma)
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
-    q = model.encode(x)
+    q = model.encode(x) if proposal is None else _check_posterior(proposal, x, model)
     batch = x.shape[0]
     log_w = []
     for start in range(0, n_samples, chunk):

@@ -45,15 +45,21 @@ class LabelTokens(nn.Module):
 class ClassConditionalUNet(nn.Module):
     """eps_theta(x_t, t, label): a ``UNet2DCondition`` whose context is the label's tokens.
 
-    t is the continuous time in [0, 1] of an ``oldschool.sde`` SDE; the U-Net sees the
-    timestep ``time_scale * t`` (1000 t: the scale of SD's discrete steps 0..999).
+    t is the continuous time in [0, 1] of an ``oldschool.sde`` SDE. The U-Net sees SD's
+    discrete timestep: on ``sde.DiscreteVP`` step n = 1..N sits at t = n / N and is
+    diffusers' timestep index n - 1, so t maps to ``N t - 1`` (``timestep``); on the grid
+    the U-Net sees exactly the index SD's own U-Net sees for the same noise level.
     """
 
-    def __init__(self, unet, num_classes, time_scale=1000.0):
+    def __init__(self, unet, num_classes, num_train_timesteps=1000):
         super().__init__()
         self.unet = unet
         self.tokens = LabelTokens(num_classes, unet.config.cross_attention_dim)
-        self.num_classes, self.time_scale = num_classes, time_scale
+        self.num_classes, self.num_train_timesteps = num_classes, num_train_timesteps
+
+    def timestep(self, t):
+        """diffusers' timestep index for continuous time t: N t - 1 (t = (i + 1) / N -> i)."""
+        return self.num_train_timesteps * t - 1
 
     @property
     def null_label(self):
@@ -68,7 +74,7 @@ class ClassConditionalUNet(nn.Module):
 
     def forward(self, x, t, labels):
         self.check_labels(labels, x.shape[0])
-        return self.unet(x, self.time_scale * t, self.tokens(labels))
+        return self.unet(x, self.timestep(t), self.tokens(labels))
 
 
 def drop_labels(labels, p_uncond, null_label, generator=None):

@@ -7,7 +7,8 @@ marginal given a data point x0 is a Gaussian
 
     x_t = alpha(t) x0 + sigma(t) eps,        eps ~ N(0, I),
 
-a ``GaussianPath`` with ``alpha(t)`` and ``sigma(t)`` and log-SNR ``lam(t)``. Chapter 5
+a ``GaussianPath`` with ``alpha(t)`` and ``sigma(t)`` and log-SNR ``lam(t)``; the linear
+path of rectified flow (``LinearPath``, chapter 8) is one more. Chapter 5
 derives alpha and sigma from the moment ODEs d alpha/dt = f alpha and
 d(sigma^2)/dt = 2 f sigma^2 + g^2 (``oldschool.symbolic``).
 
@@ -236,6 +237,56 @@ class VESDE(GaussianPath):
         """sigma^2 = exp(-lam), so s = sqrt(exp(-lam) + sigma_min^2); invert s(t)."""
         s = torch.sqrt(torch.exp(-lam) + self.sigma_min**2)
         return torch.log(s / self.sigma_min) / math.log(self.sigma_max / self.sigma_min)
+
+
+class LinearPath(GaussianPath):
+    """The linear path of rectified flow and flow matching: alpha = 1 - t, sigma = t.
+
+    x_t = (1 - t) x0 + t eps walks on a straight line from a data point (t = 0) to a
+    noise vector (t = 1) at constant velocity eps - x0 (Liu et al. 2023; Lipman et al.
+    2023's "conditional OT" path with sigma_min = 0; the path SD3 and FLUX train, Esser et
+    al. 2024). Its equivalent linear SDE (chapter 5's moment ODEs read backwards) is
+
+        f(t) = alpha'/alpha = -1 / (1 - t),   g(t)^2 = 2 t / (1 - t),
+
+    and both blow up at t = 1, where alpha = 0. The book therefore ends the path at
+    T = ``t_max`` (default 0.999) as it ends sampling at t_min near 0: the sampler starts
+    from N(0, I) in place of x_T = 0.001 x0 + 0.999 eps, a smaller mismatch than the VP
+    SDE's alpha(1) = 0.0066. ``d_alpha`` and ``d_sigma`` are the exact -1 and 1.
+    """
+
+    def __init__(self, t_max=0.999):
+        if not 0.5 < t_max < 1.0:
+            raise ValueError(f"t_max must lie in (0.5, 1) (f = -1/(1 - t) is infinite at 1), "
+                             f"got {t_max!r}")
+        self.T = float(t_max)
+
+    def alpha(self, t):
+        return 1.0 - self.check_time(t)
+
+    def sigma(self, t):
+        return self.check_time(t).clone()
+
+    def d_alpha(self, t):
+        return -torch.ones_like(self.check_time(t))
+
+    def d_sigma(self, t):
+        return torch.ones_like(self.check_time(t))
+
+    def f(self, t):
+        return -1.0 / (1.0 - self.check_time(t))
+
+    def g2(self, t):
+        t = self.check_time(t)
+        return 2.0 * t / (1.0 - t)
+
+    def lam(self, t):
+        t = self.check_time(t)
+        return 2 * (torch.log1p(-t) - torch.log(t))
+
+    def t_of_lam(self, lam):
+        """alpha / sigma = (1 - t) / t = exp(lam / 2), so t = sigmoid(-lam / 2)."""
+        return torch.sigmoid(-0.5 * lam)
 
 
 def ddpm_betas(beta_start=0.00085, beta_end=0.012, num_steps=1000, kind="scaled_linear"):

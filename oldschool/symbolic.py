@@ -319,3 +319,30 @@ def reverse_sde_residual():
     reverse_drift = -f + g**2 * sp.diff(sp.log(p), x)  # eq. (17) with time running backwards
     residual = -dp_dt - (-(reverse_drift * p).diff(x) + g**2 / 2 * p.diff(x, 2))
     return sp.simplify(residual), (x, t)
+
+
+def velocity_from_score():
+    """Chapter 8: the flow-matching velocity of any Gaussian path is the probability-flow drift.
+
+    For x_t = alpha(t) x0 + sigma(t) eps with score s = grad log p_t, Tweedie's formulas give
+    E[eps | x_t] = -sigma s and E[x0 | x_t] = (x_t + sigma^2 s) / alpha, so the marginal
+    velocity u = E[alpha' x0 + sigma' eps | x_t] is linear in (x_t, s). With the equivalent
+    SDE's f = alpha'/alpha and g^2 = (sigma^2)' - 2 f sigma^2 (chapter 5), sympy checks
+    u = f x_t - 1/2 g^2 s, eq. (18)'s drift, for arbitrary alpha(t), sigma(t), and then
+    gives f and g^2 of the linear path alpha = 1 - t, sigma = t (Liu et al. 2023).
+
+    Returns (difference, (f_linear, g2_linear), t); the difference simplifies to 0.
+    """
+    t = sp.symbols("t", positive=True)
+    x, s = sp.symbols("x s", real=True)
+    alpha, sigma = sp.Function("alpha")(t), sp.Function("sigma")(t)
+    x0_mean = (x + sigma**2 * s) / alpha  # Tweedie
+    eps_mean = -sigma * s
+    velocity = alpha.diff(t) * x0_mean + sigma.diff(t) * eps_mean
+    f = alpha.diff(t) / alpha
+    g2 = (sigma**2).diff(t) - 2 * f * sigma**2
+    difference = sp.simplify(velocity - (f * x - g2 / 2 * s))
+    linear = {alpha: 1 - t, sigma: t}
+    f_linear = sp.simplify(f.subs(linear).doit())
+    g2_linear = sp.simplify(g2.subs(linear).doit())
+    return difference, (f_linear, g2_linear), t

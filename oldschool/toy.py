@@ -202,6 +202,102 @@ class GaussianMixture:
         """``score_fn(x, t)`` for the samplers: this mixture's exact score under ``sde``."""
         return lambda x, t: self.score(x, t, sde)
 
+    # -- moments and conditioning (chapters 5 and 6) ----------------------------------
+
+    def moments(self):
+        """Mean (D,) and covariance (D, D): sum_k w_k mu_k and
+        sum_k w_k (Sigma_k + mu_k mu_k^T) - mean mean^T (the law of total variance)."""
+        mean = self.weights @ self.means
+        outer = self.means[:, :, None] * self.means[:, None, :]  # (K, D, D)
+        second = torch.einsum("k,kij->ij", self.weights, self.covs + outer)
+        return mean, second - torch.outer(mean, mean)
+
+    def conditional(self, components):
+        """p(x | c) for a class c made of the given components, weights renormalized."""
+        idx = torch.as_tensor(components, dtype=torch.long).reshape(-1)
+        if len(idx) == 0 or idx.min() < 0 or idx.max() >= self.num_components:
+            raise ValueError(f"components must be indices in [0, {self.num_components}), "
+                             f"got {components!r}")
+        w = self.weights[idx]
+        return GaussianMixture(w / w.sum(), self.means[idx], self.covs[idx])
+
+    def guided_score_fn(self, sde, components, scale):
+        """Classifier-free guidance with exact scores (Ho & Salimans 2022):
+        s_w = s(x) + w (s(x | c) - s(x)) = grad log [p_t(x) p_t(c | x)^w], at every t."""
+        cond = self.conditional(components)
+        return lambda x, t: (self.score(x, t, sde)
+                             + scale * (cond.score(x, t, sde) - self.score(x, t, sde)))
+
+    def class_log_posterior(self, x, components):
+        """log p(c | x) at t = 0: the summed responsibilities of the class's components."""
+        self._check_points(x)
+        ones = x.new_ones(x.shape[0])
+        log_joint, _ = self._components(x, ones, 0 * ones)  # (B, K)
+        idx = torch.as_tensor(components, dtype=torch.long).reshape(-1).to(x.device)
+        return torch.logsumexp(log_joint[:, idx], 1) - torch.logsumexp(log_joint, 1)
+
+    def assigned_weights(self, x):
+        """The fraction of the points (B, D) whose most likely component is k, shape (K,)."""
+        labels = self.responsibilities(x).argmax(1)
+        return labels.bincount(minlength=self.num_components).to(x.dtype) / len(x)
+
+    def short_axis_widths(self, x):
+        """Per component, the std of its assigned points along their narrowest direction
+        (the smallest eigenvalue of their covariance, square-rooted), shape (K,); the
+        truth is ``eigvals.min(1).sqrt()``."""
+        labels = self.responsibilities(x).argmax(1)
+        return torch.stack([torch.linalg.eigvalsh(torch.cov(x[labels == k].T.double()))
+                            .min().sqrt() for k in range(self.num_components)])
+
+    def sample_tilted(self, n, components, scale, generator=None, oversample=50):
+        """``n`` draws of the tilted density p(x) p(c | x)^w / Z by sampling-importance-
+        resampling: ``oversample * n`` draws of p, resampled with weights p(c | x)^w."""
+        pool = self.sample(oversample * n, generator=generator, dtype=torch.float64)
+        log_w = scale * self.class_log_posterior(pool, components)
+        pick = torch.multinomial(torch.softmax(log_w, 0), n, replacement=True,
+                                 generator=generator)
+        return pool[pick]
+
+
+    # ----------------------------------------------- chapter 8: the flow-matching velocity
+
+    def posterior_means(self, x, t, path):
+        """E[x0 | x_t = x] and E[eps | x_t = x] under ``path``, exactly: two tensors (B, D).
+
+        Given component k, (x0, x_t) is jointly Gaussian, so with C_k = alpha^2 Sigma_k +
+        sigma^2 I and P_k = C_k^{-1} (x - alpha mu_k) (Bishop 2006, eq. (2.116)):
+            E[x0 | x, k] = mu_k + alpha Sigma_k P_k,      E[eps | x, k] = sigma P_k,
+        and the mixture averages them with the responsibilities r_k = p_t(k | x).
+        """
+        self._check_points(x)
+        t = path.check_time(t, x)
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t  # (B,)
+        alpha, sigma = path.alpha(t), path.sigma(t)  # (B,), (B,)
+        log_joint, precision_diff = self._components(x, alpha, sigma**2)  # (B, K), (B, K, D)
+        r = torch.softmax(log_joint, dim=1)[:, :, None]  # (B, K, 1)
+        covs, mu = (v.to(device=x.device, dtype=x.dtype) for v in (self.covs, self.means))
+        cov_p = torch.einsum("kde,bke->bkd", covs, precision_diff)  # (B, K, D): Sigma_k P_k
+        x0_mean = (r * (mu + alpha[:, None, None] * cov_p)).sum(1)  # (B, D)
+        eps_mean = (r * sigma[:, None, None] * precision_diff).sum(1)  # (B, D)
+        return x0_mean, eps_mean
+
+    def velocity(self, x, t, path):
+        """The exact marginal velocity u_t(x) = E[alpha' x0 + sigma' eps | x_t = x], (B, D).
+
+        The field whose ODE dx/dt = u_t(x) carries p_0 to p_t along ``path``: the minimizer
+        of the flow-matching loss (Lipman et al. 2023; Liu et al. 2023). It equals
+        the probability-flow drift f x - 1/2 g^2 score of eq. (18) (chapter 8 derives it).
+        """
+        x0_mean, eps_mean = self.posterior_means(x, t, path)
+        t = path.check_time(t, x)
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t
+        d_alpha, d_sigma = path.d_alpha(t)[:, None], path.d_sigma(t)[:, None]  # (B, 1)
+        return d_alpha * x0_mean + d_sigma * eps_mean
+
+    def velocity_fn(self, path):
+        """``velocity_fn(x, t)``: this mixture's exact flow-matching velocity under ``path``."""
+        return lambda x, t: self.velocity(x, t, path)
+
 
 def example_mixture():
     """The 2-D mixture of chapters 5 and 6: four components, unequal weights, tilted ellipses."""
@@ -221,8 +317,12 @@ def sliced_wasserstein(x, y, num_projections=256, generator=None):
     """Sliced 2-Wasserstein distance between two equal-size point clouds (B, D).
 
     Projects both clouds on random unit directions, where W2 is the distance between the
-    sorted projections, and averages the squared distances over directions.
+    sorted projections, and averages the squared distances over directions. Without a
+    ``generator`` the directions are those of seed 0, the same on every call, so that
+    distances computed in different cells are measured with one ruler.
     """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
     if x.dim() != 2 or x.shape != y.shape:
         raise ValueError(f"need two point clouds of the same shape (B, D), got {tuple(x.shape)} and {tuple(y.shape)}")
     directions = torch.randn(x.shape[1], num_projections, generator=generator, dtype=torch.float64)

@@ -19,20 +19,32 @@ from . import config
 class EMA:
     """Exponential moving average of a model's weights (the SDXL VAE recipe; notes 2.2.1).
 
-    theta_ema <- decay * theta_ema + (1 - decay) * theta after every optimizer step.
-    ``ema.model`` is a frozen copy that holds the averaged weights.
+    theta_ema <- d_n * theta_ema + (1 - d_n) * theta after the n-th optimizer step
+    (n = 0, 1, ...), with the warm-up d_n = min(decay, (1 + n) / (10 + n)) of latent
+    diffusion's ``LitEma`` and diffusers' ``EMAModel`` (Rombach et al. 2022): without it,
+    decay**n of the random initial weights would stay in the average (0.99**300 = 5%).
+    ``warmup=False`` gives the plain d_n = decay. ``ema.model`` is a frozen copy.
     """
 
-    def __init__(self, model, decay=0.999):
+    def __init__(self, model, decay=0.999, warmup=True):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay!r}")
         self.decay = decay
+        self.warmup = warmup
+        self.updates = 0  # n: how many updates so far
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def current_decay(self):
+        """d_n for the next update: the decay, capped by (1 + n) / (10 + n) during warm-up."""
+        n = self.updates
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
     @torch.no_grad()
     def update(self, model):
+        decay = self.current_decay()
+        self.updates += 1
         for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1.0 - self.decay)  # ema + (1 - decay) * (p - ema)
+            ema_p.lerp_(p.detach(), 1.0 - decay)  # ema + (1 - d_n) * (p - ema)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
 
@@ -87,12 +99,13 @@ def _to(batch, device):
 
 
 def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0, ema_decay=None,
-          grad_clip=None, generator=None, progress=None, desc="training"):
+          ema_warmup=True, grad_clip=None, generator=None, progress=None, desc="training"):
     """Train ``model`` for ``steps`` AdamW steps on random batches of ``data``; returns a History.
 
     data: a tensor (N, ...), a tuple of tensors sharing N (e.g. images and labels), or a
         callable ``(batch_size, generator) -> batch`` for data generated on the fly.
     ema_decay: keep an EMA of the weights (``history.ema.model``) when given.
+    ema_warmup: ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) (see ``EMA``).
     grad_clip: clip the global gradient norm to this value when given.
     progress: show a tqdm bar; None means ``config.progress()`` (off in the book build).
     The device is the model's; on CUDA the forward pass runs under bf16 autocast.
@@ -107,7 +120,7 @@ def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0,
     device = params[0].device
     sample_batch = _batch_sampler(data, batch_size, generator, device)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    ema = EMA(model, ema_decay) if ema_decay is not None else None
+    ema = EMA(model, ema_decay, warmup=ema_warmup) if ema_decay is not None else None
     history = History(ema=ema)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 

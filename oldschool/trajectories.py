@@ -151,8 +151,26 @@ def plot_error_vs_nfe(results, ax=None, reference_slopes=(1, 2), title=None):
         ax.loglog([n0, n1], [e0, e0 * (n0 / n1) ** p], "k--", lw=0.8, alpha=0.6)
         ax.annotate(f"slope -{p}", (n1, e0 * (n0 / n1) ** p), fontsize=8, ha="right", va="bottom")
     ax.set_xlabel("number of score evaluations (NFE)")
-    ax.set_ylabel("error at t = eps")
+    ax.set_ylabel("error at t = t_min")
     ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_grids(sde, grids, ax=None, title=None):
+    """Where each time grid puts its points on the noise-level axis s = sigma / alpha.
+
+    grids: {label: ts}. One row of markers per grid on a log axis, so the reader sees
+    which grid spends its steps at high noise and which near the data.
+    """
+    ax = _axes(ax, figsize=(6, 0.5 + 0.45 * len(grids)))
+    for row, (label, ts) in enumerate(grids.items()):
+        s = samplers.noise_levels(sde, ts.double()).cpu()
+        ax.semilogx(s.numpy(), [row] * len(s), "|", ms=14, mew=1.5)
+    ax.set_yticks(range(len(grids)), list(grids))
+    ax.set_ylim(-0.7, len(grids) - 0.3)
+    ax.set_xlabel(r"noise level $\sigma / \alpha$ (log scale)")
     if title:
         ax.set_title(title)
     return ax

@@ -17,8 +17,10 @@ D costs 4 N C^2 + 4 M D C + 4 N M C, linear in N. Norms, activations and additio
 out (they are a few FLOPs per element, well under 1% here). Built on the meta device, nothing is
 allocated, so SDXL at 128x128 costs a few seconds of Python.
 
-Levels are numbered from the highest resolution (0) down; the mid block belongs to the
-lowest level; ``conv_in`` / ``conv_out`` to level 0; the time embedding is level "time".
+Levels are numbered from the highest resolution (0) down; a block belongs to the level of
+the map it writes (so a down- or upsampling conv counts with the level it leads to); the mid
+block belongs to the lowest level; ``conv_in`` / ``conv_out`` to level 0; the time embedding
+is level "time".
 """
 
 from collections import defaultdict
@@ -50,12 +52,17 @@ def kind_of(name):
 
 
 def level_of(name, levels):
-    """The resolution level (0 = highest) of a parameter or module path; "time" for the embeddings."""
+    """The resolution level (0 = highest) of a parameter or module path; "time" for the embeddings.
+
+    A module counts at the level of the feature map it writes: the stride-2 conv that ends
+    down level i writes level i + 1, and the upsample + conv that ends up block j (level
+    ``levels - 1 - j``) writes the next higher resolution, level ``levels - 2 - j``.
+    """
     parts = name.split(".")
     if parts[0] == "down_blocks":
-        return int(parts[1])
+        return int(parts[1]) + (len(parts) > 2 and parts[2] == "downsample")
     if parts[0] == "up_blocks":
-        return levels - 1 - int(parts[1])
+        return levels - 1 - int(parts[1]) - (len(parts) > 2 and parts[2] == "upsample")
     if parts[0] == "mid_block":
         return levels - 1
     if parts[0] in ("time_embedding", "add_embedding"):
@@ -199,7 +206,7 @@ def plot_path(blocks, ax, title=None):
     """
     xs, ys = [], []
     for i, block in enumerate(blocks):
-        y = block["level"] + {"Downsample": 0.5, "Upsample": -0.5}.get(block["block"], 0.0)
+        y = block["level"] + {"Downsample": -0.5, "Upsample": 0.5}.get(block["block"], 0.0)
         xs.append(i)
         ys.append(y)
         marker, colour = MARKERS[block["block"]]

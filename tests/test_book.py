@@ -111,3 +111,64 @@ def test_chapter_figures_are_in_the_page(built_book, path):
     executed = json.loads((BUILD / "jupyter_execute" / path.relative_to(ROOT)).read_text())
     figures = sum("image/png" in out.get("data", {}) for cell in executed["cells"] for out in cell.get("outputs", []))
     assert figures >= 1, f"{path.name} produced no figure (is MPLBACKEND set to a non-inline backend?)"
+
+
+# --- numbers in the prose come from the run (glue), not from the author's keyboard -----------
+
+def _synthetic_notebook(markdown, printed, code='x = fit(lr=0.003)\nprint(f"{x:.3f}")'):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(code)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed)]
+    nb.cells = [cell, nbformat.v4.new_markdown_cell(markdown)]
+    return json.loads(nbformat.writes(nb))
+
+
+def test_typed_run_number_is_caught_on_a_synthetic_notebook():
+    from prose_numbers import notebook_typed_numbers
+
+    printed = "implied x0-MSE 4.123, Var(x0) 0.347, accuracy 53%\n"
+    assert notebook_typed_numbers(_synthetic_notebook("The MSE is 4.123 here.", printed)) == [(1, "4.123")]
+    assert notebook_typed_numbers(_synthetic_notebook("about 4.12, against 0.35", printed)) == [
+        (1, "4.12"), (1, "0.35")]  # rounded copies are still copies
+    assert notebook_typed_numbers(_synthetic_notebook("53% of the samples", printed)) == [(1, "53%")]
+    glued = "The MSE is {glue:text}`mse:.3g` against {glue:text}`var:.3f`."
+    assert notebook_typed_numbers(_synthetic_notebook(glued, printed)) == []
+    # inputs are not results: a learning rate written in the code, one-digit numbers, links
+    assert notebook_typed_numbers(_synthetic_notebook("with lr 0.003 and 0.3 of the data", "0.003 0.3")) == []
+    assert notebook_typed_numbers(_synthetic_notebook("[v4.12](https://x.org/4.12)", printed)) == []
+    assert notebook_typed_numbers(_synthetic_notebook("Sections 4.1 and 4.12 of the notes", printed)) == []
+    # a number declared in its cell as not a result (a published value the run also prints)
+    declared = "<!-- not-a-result: 4.123 -->\nThe published value is 4.123."
+    assert notebook_typed_numbers(_synthetic_notebook(declared, printed)) == []
+    # a number the run did not print is not reported (the prose may quote a paper)
+    assert notebook_typed_numbers(_synthetic_notebook("SD's factor 0.18215", printed)) == []
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_no_run_number_is_typed_into_a_chapter(built_book, path):
+    from prose_numbers import notebook_typed_numbers, package_literals
+
+    executed = json.loads((BUILD / "jupyter_execute" / path.relative_to(ROOT)).read_text())
+    hits = notebook_typed_numbers(executed, package_literals())
+    assert not hits, f"{path.name}: numbers from the run typed into the prose (glue them): {hits}"
+
+
+def test_typed_run_number_on_a_page_is_caught_against_the_chapters():
+    from prose_numbers import page_typed_numbers
+
+    chapter = _synthetic_notebook("", "implied x0-MSE 4.123\n")
+    assert page_typed_numbers("the MSE is 4.12 in chapter 4", [chapter]) == [(0, "4.12")]
+    glued = "the MSE is {glue:text}`ch04.ipynb::mse:.2f` in chapter 4"
+    assert page_typed_numbers(glued, [chapter]) == []
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("page", ["intro.md", "errata.md", "checks.md"])
+def test_no_run_number_is_typed_into_a_page(built_book, page):
+    from prose_numbers import package_literals, page_typed_numbers
+
+    executed = [json.loads((BUILD / "jupyter_execute" / nb.relative_to(ROOT)).read_text())
+                for nb in toc_notebooks()]
+    hits = page_typed_numbers((ROOT / "book" / page).read_text(), executed, package_literals())
+    assert not hits, f"{page}: numbers from a chapter's run typed into the prose (glue them): {hits}"

@@ -12,6 +12,7 @@ phone width (390 px):
 - every internal link and #anchor resolves to a file and an id of the build;
 - matplotlib JS animations have their controls, and stepping changes the frame;
 - pages with ipywidgets carry the widgets' saved state, and the widgets are drawn from it;
+- live explorers (oldschool.explorer) redraw when any of their controls moves;
 - the book's look: logo, favicon, repository, edit and (for notebooks) Colab buttons;
 - no horizontal page overflow outside scrolling boxes (code cells, wide tables);
 - a full-page screenshot per page and width under _build/screenshots/.
@@ -34,6 +35,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from conftest import BUILD, ROOT, book_config, toc_files
+from explorer_page import explorers, moved_controls_problems
 
 pytestmark = pytest.mark.book
 
@@ -292,6 +294,7 @@ def test_page_reads_in_a_browser(docname, book_html, server, browser_context, sc
         _screenshot(page, shot.with_name(shot.name + ".png"))
         problems += _overflow_problems(page, "desktop")
         problems += _animation_problems(page)
+        problems += _explorer_problems(page)
         page.set_viewport_size(PHONE)
         page.wait_for_timeout(300)
         problems += _overflow_problems(page, "390 px")
@@ -442,6 +445,17 @@ def _animation_problems(page):
         slider = box.locator("input.anim-slider").input_value()
         if slider != "1":
             problems.append(f"animation {anim['id']}: slider at {slider} after one step, expected 1")
+    return problems
+
+
+def _explorer_problems(page):
+    """Each live explorer (no kernel, network closed) redraws when any control moves."""
+    if not page.locator(".oldschool-explorer").count():
+        return []
+    problems = []
+    for i, root in enumerate(explorers(page)):
+        root.scroll_into_view_if_needed()
+        problems += moved_controls_problems(root, f"live explorer {i}")
     return problems
 
 

@@ -7,12 +7,17 @@ import pytest
 import torch
 
 from oldschool import nets
-from oldschool.sde import VESDE, VPSDE, SubVPSDE
+from oldschool.sde import VESDE, VPSDE, LinearPath, SubVPSDE
+
+# every parameterization on every kind of path: VP (alpha^2 + sigma^2 = 1), VE (alpha = 1,
+# sigma up to 50), sub-VP, and the linear path of rectified flow (alpha = 1 - t, sigma = t)
+PATHS = {"vp": VPSDE(), "ve": VESDE(), "subvp": SubVPSDE(), "linear": LinearPath()}
+CASES = [(p, name) for p in nets.PARAMETERIZATIONS for name in PATHS]
 
 
-def sde_for(parameterization):
-    """A VP SDE for v-prediction (which needs alpha^2 + sigma^2 = 1), else a VE SDE (alpha = 1, sigma up to 50)."""
-    return VPSDE() if parameterization == "v" else VESDE()
+def coefficients(sde, t, ndim=2):
+    """alpha, sigma, alpha', sigma' shaped (B, 1)."""
+    return tuple(nets.append_dims(c(t), ndim) for c in (sde.alpha, sde.sigma, sde.d_alpha, sde.d_sigma))
 
 
 class GaussianOracle(torch.nn.Module):
@@ -26,12 +31,11 @@ class GaussianOracle(torch.nn.Module):
         self.sde, self.s0, self.parameterization = sde, s0, parameterization
 
     def forward(self, x, t):
-        alpha = nets.append_dims(self.sde.alpha(t), x.dim())
-        sigma = nets.append_dims(self.sde.sigma(t), x.dim())
+        alpha, sigma, d_alpha, d_sigma = coefficients(self.sde, t, x.dim())
         var_t = alpha**2 * self.s0**2 + sigma**2
         eps_hat = sigma * x / var_t
         x0_hat = alpha * self.s0**2 * x / var_t
-        return nets.targets(x0_hat, eps_hat, alpha, sigma)[self.parameterization]
+        return nets.targets(x0_hat, eps_hat, alpha, sigma, d_alpha, d_sigma)[self.parameterization]
 
 
 # ---------------------------------------------------------------- embeddings
@@ -118,33 +122,66 @@ def test_score_mlp_errors():
 # ---------------------------------------------------------------- parameterizations
 
 
-@pytest.mark.parametrize("parameterization", nets.PARAMETERIZATIONS)
-def test_eps_and_x0_inverts_targets(parameterization):
+@pytest.mark.parametrize("parameterization, path", CASES)
+def test_eps_and_x0_inverts_targets(parameterization, path):
     g = torch.Generator().manual_seed(1)
-    sde = sde_for(parameterization)
+    sde = PATHS[path]
     x0, eps = torch.randn(64, 2, generator=g, dtype=torch.float64), torch.randn(64, 2, generator=g, dtype=torch.float64)
     t = 0.01 + 0.98 * torch.rand(64, generator=g, dtype=torch.float64)
-    alpha, sigma = nets.append_dims(sde.alpha(t), 2), nets.append_dims(sde.sigma(t), 2)
+    alpha, sigma, d_alpha, d_sigma = coefficients(sde, t)
     x_t = alpha * x0 + sigma * eps
-    eps_back, x0_back = nets.eps_and_x0(nets.targets(x0, eps, alpha, sigma)[parameterization], x_t, alpha, sigma,
-                                        parameterization)
+    output = nets.targets(x0, eps, alpha, sigma, d_alpha, d_sigma)[parameterization]
+    eps_back, x0_back = nets.eps_and_x0(output, x_t, alpha, sigma, parameterization, d_alpha, d_sigma)
     torch.testing.assert_close(eps_back, eps)
     torch.testing.assert_close(x0_back, x0)
 
 
-@pytest.mark.parametrize("parameterization", nets.PARAMETERIZATIONS)
-def test_eps_weighting_makes_every_parameterization_the_eps_mse(parameterization):
-    """The same (imperfect) eps-predictor written in four parameterizations: weighted losses agree."""
-    sde = sde_for(parameterization)
+@pytest.mark.parametrize("path", PATHS)
+def test_v_is_the_angular_velocity_of_the_rescaled_path(path):
+    """v = d(x_t / r)/d phi with phi = atan2(sigma, alpha), r = sqrt(alpha^2 + sigma^2), by the chain rule."""
+    sde = PATHS[path]
+    g = torch.Generator().manual_seed(2)
+    x0, eps = torch.randn(16, 2, generator=g, dtype=torch.float64), torch.randn(16, 2, generator=g, dtype=torch.float64)
+    t = torch.linspace(0.05, 0.95, 16, dtype=torch.float64)
+    h = 1e-6
+
+    def rescaled(t):
+        alpha, sigma = coefficients(sde, t)[:2]
+        return (alpha * x0 + sigma * eps) / torch.sqrt(alpha**2 + sigma**2)
+
+    def phi(t):
+        return torch.atan2(sde.sigma(t), sde.alpha(t))
+
+    dx_dphi = (rescaled(t + h) - rescaled(t - h)) / nets.append_dims(phi(t + h) - phi(t - h), 2)
+    torch.testing.assert_close(nets.targets(x0, eps, *coefficients(sde, t))["v"], dx_dphi, rtol=1e-5, atol=1e-6)
+    dx_dt = (coefficients(sde, t + h)[0] * x0 + coefficients(sde, t + h)[1] * eps
+             - coefficients(sde, t - h)[0] * x0 - coefficients(sde, t - h)[1] * eps) / (2 * h)
+    torch.testing.assert_close(nets.targets(x0, eps, *coefficients(sde, t))["velocity"], dx_dt,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_velocity_on_the_linear_path_is_noise_minus_data():
+    lin = LinearPath()
+    x0, eps = torch.randn(8, 2), torch.randn(8, 2)
+    t = torch.rand(8) * 0.9
+    torch.testing.assert_close(nets.targets(x0, eps, *coefficients(lin, t))["velocity"], eps - x0)
+    alpha, sigma, d_alpha, d_sigma = coefficients(lin, t)
+    torch.testing.assert_close(nets.eps_weight(alpha, sigma, "velocity", d_alpha, d_sigma), alpha**2)
+
+
+@pytest.mark.parametrize("parameterization, path", CASES)
+def test_eps_weighting_makes_every_parameterization_the_eps_mse(parameterization, path):
+    """The same (imperfect) eps-predictor written in five parameterizations: weighted losses agree."""
+    sde = PATHS[path]
     torch.manual_seed(0)
     eps_model = nets.ScoreMLP(dim=2, hidden=16, layers=1, embed_dim=8).double()
     torch.nn.init.normal_(eps_model.x_out.weight, std=0.3)
 
     def as_parameterization(x, t):
-        alpha, sigma = nets.append_dims(sde.alpha(t), 2), nets.append_dims(sde.sigma(t), 2)
+        alpha, sigma, d_alpha, d_sigma = coefficients(sde, t)
         eps_hat = eps_model(x, t)
         x0_hat = (x - sigma * eps_hat) / alpha
-        return nets.targets(x0_hat, eps_hat, alpha, sigma)[parameterization]
+        return nets.targets(x0_hat, eps_hat, alpha, sigma, d_alpha, d_sigma)[parameterization]
 
     x0 = torch.randn(256, 2, dtype=torch.float64)
     loss_eps, parts_eps = nets.dsm_loss(eps_model, x0, sde, "eps", generator=torch.Generator().manual_seed(3))
@@ -155,19 +192,19 @@ def test_eps_weighting_makes_every_parameterization_the_eps_mse(parameterization
     torch.testing.assert_close(parts["mse_x0"], parts_eps["mse_x0"])
 
 
-@pytest.mark.parametrize("parameterization", nets.PARAMETERIZATIONS)
-def test_dsm_loss_of_the_oracle_is_the_posterior_variance(parameterization):
+@pytest.mark.parametrize("parameterization, path", CASES)
+def test_dsm_loss_of_the_oracle_is_the_posterior_variance(parameterization, path):
     """On x0 ~ N(0, s0^2 I) the loss at fixed t bottoms out at Var(target | x_t), known in closed form."""
-    sde, s0, n = sde_for(parameterization), 0.5, 100_000
+    sde, s0, n = PATHS[path], 0.5, 100_000
     g = torch.Generator().manual_seed(2)
     x0 = s0 * torch.randn(n, 2, generator=g, dtype=torch.float64)
     oracle = GaussianOracle(sde, s0, parameterization)
     for t_value in (0.05, 0.3, 0.8):
         t = torch.full((n,), t_value, dtype=torch.float64)
         loss, parts = nets.dsm_loss(oracle, x0, sde, parameterization, t=t, generator=torch.Generator().manual_seed(4))
-        alpha, sigma = sde.alpha(t[0]), sde.sigma(t[0])
+        alpha, sigma, d_alpha, d_sigma = (c(t[0]) for c in (sde.alpha, sde.sigma, sde.d_alpha, sde.d_sigma))
         var_eps = alpha**2 * s0**2 / (alpha**2 * s0**2 + sigma**2)  # Var(eps | x_t) per coordinate
-        expected = var_eps / nets.eps_weight(alpha, sigma, parameterization)
+        expected = var_eps / nets.eps_weight(alpha, sigma, parameterization, d_alpha, d_sigma)
         assert abs(float(loss) / float(expected) - 1) < 0.02, (t_value, float(loss), float(expected))
         assert abs(float(parts["mse_eps"]) / float(var_eps) - 1) < 0.02
         # a worse model does worse on the same noise
@@ -177,9 +214,9 @@ def test_dsm_loss_of_the_oracle_is_the_posterior_variance(parameterization):
         assert worse > 1.15 * loss
 
 
-@pytest.mark.parametrize("parameterization", nets.PARAMETERIZATIONS)
-def test_score_fn_from_model_gives_the_exact_score_of_the_oracle(parameterization):
-    sde, s0 = sde_for(parameterization), 0.7
+@pytest.mark.parametrize("parameterization, path", CASES)
+def test_score_fn_from_model_gives_the_exact_score_of_the_oracle(parameterization, path):
+    sde, s0 = PATHS[path], 0.7
     x = torch.randn(32, 2, dtype=torch.float64)
     t = 0.01 + 0.98 * torch.rand(32, dtype=torch.float64)
     score_fn = nets.score_fn_from_model(GaussianOracle(sde, s0, parameterization), sde, parameterization)
@@ -208,12 +245,12 @@ def test_dsm_loss_trains_and_samples_times_in_range():
 def test_dsm_loss_errors():
     x0 = torch.randn(8, 2)
     model = nets.ScoreMLP(hidden=8, layers=1, embed_dim=4)
-    with pytest.raises(ValueError, match="variance-preserving"):
-        nets.dsm_loss(model, x0, VESDE(), "v")
-    with pytest.raises(ValueError, match="variance-preserving"):
-        nets.score_fn_from_model(model, VESDE(), "v")(x0, torch.rand(8))
-    with pytest.raises(ValueError, match="variance-preserving"):
-        nets.dsm_loss(model, x0, SubVPSDE(), "v")
+    with pytest.raises(ValueError, match="needs d_alpha and d_sigma"):
+        nets.eps_and_x0(x0, x0, 1.0, 0.5, "velocity")
+    with pytest.raises(ValueError, match="needs d_alpha and d_sigma"):
+        nets.eps_weight(torch.ones(3), torch.ones(3), "velocity")
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T"):
+        nets.dsm_loss(model, x0, LinearPath(), t=torch.full((8,), 0.9999))
     with pytest.raises(ValueError, match="parameterization must be one of"):
         nets.dsm_loss(model, x0, VPSDE(), "noise")
     with pytest.raises(ValueError, match="parameterization must be one of"):
@@ -228,7 +265,7 @@ def test_dsm_loss_errors():
         nets.dsm_loss(model, x0, VPSDE(), t_min=1.0)
 
 
-@pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["VP", "VE"])
+@pytest.mark.parametrize("sde", [VPSDE(), VESDE(), LinearPath()], ids=["VP", "VE", "linear"])
 def test_prediction_errors_are_one_error_weighted_by_the_snr(sde):
     torch.manual_seed(0)
     model = nets.ScoreMLP(dim=2, hidden=16, layers=1, embed_dim=8).double()
@@ -237,10 +274,10 @@ def test_prediction_errors_are_one_error_weighted_by_the_snr(sde):
     for t_value in (0.05, 0.5, 0.95):
         t = torch.full((512,), t_value, dtype=torch.float64)
         errors = nets.prediction_errors(model, x0, sde, t, generator=torch.Generator().manual_seed(5))
-        assert ("v" in errors) == isinstance(sde, VPSDE)
-        alpha, sigma = sde.alpha(t[:1]), sde.sigma(t[:1])
+        assert set(errors) == set(nets.PARAMETERIZATIONS)
+        path = [c(t[:1]) for c in (sde.alpha, sde.sigma, sde.d_alpha, sde.d_sigma)]
         for q, error in errors.items():  # MSE_q * (eps-MSE per unit of q-MSE) = eps-MSE
-            torch.testing.assert_close(error * nets.eps_weight(alpha, sigma, q)[0], errors["eps"])
+            torch.testing.assert_close(error * nets.eps_weight(path[0], path[1], q, *path[2:])[0], errors["eps"])
         _, parts = nets.dsm_loss(model, x0, sde, t=t, generator=torch.Generator().manual_seed(5))
         torch.testing.assert_close(errors["eps"], parts["mse_eps"])
         torch.testing.assert_close(errors["x0"], parts["mse_x0"])

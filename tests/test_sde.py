@@ -8,7 +8,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from oldschool import samplers
-from oldschool.sde import VESDE, VPSDE, DiscreteVP, SubVPSDE, append_dims, ddpm_betas
+from oldschool.sde import VESDE, VPSDE, DiscreteVP, LinearPath, SubVPSDE, append_dims, ddpm_betas
 
 ALL_SDES = [VPSDE(), SubVPSDE(), VESDE(), VPSDE(beta_min=0.5, beta_max=5.0), DiscreteVP.stable_diffusion()]
 IDS = ["vp", "subvp", "ve", "vp-mild", "discrete-sd"]
@@ -165,3 +165,52 @@ def test_reverse_drifts():
     assert (ode_g == 0).all()
     with pytest.raises(ValueError, match="score_fn returned shape"):
         vp.reverse(lambda x, t: x[:, :1]).sde(x, t)
+
+
+# ---------------------------------------------------------------- every path, the linear one included
+
+PATHS = ALL_SDES + [LinearPath(), LinearPath(t_max=0.9999)]
+PATH_IDS = IDS + ["linear", "linear-long"]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+def test_path_identities(path):
+    """alpha' = f alpha, sigma sigma' = g^2 / 2 + f sigma^2, lam = log SNR and t_of_lam(lam) = t,
+    the derivatives against central differences, on every path, the linear one included."""
+    t = torch.tensor([0.0105, 0.2005, 0.5005, 0.9005, 0.9985], dtype=torch.float64)
+    h = 1e-6
+    alpha, sigma = path.alpha(t), path.sigma(t)
+    torch.testing.assert_close(path.d_alpha(t), (path.alpha(t + h) - path.alpha(t - h)) / (2 * h),
+                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(path.d_sigma(t), (path.sigma(t + h) - path.sigma(t - h)) / (2 * h),
+                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(path.d_alpha(t), path.f(t) * alpha)
+    torch.testing.assert_close(sigma * path.d_sigma(t), path.g2(t) / 2 + path.f(t) * sigma**2)
+    torch.testing.assert_close(path.lam(t), torch.log(alpha**2 / sigma**2))
+    torch.testing.assert_close(path.t_of_lam(path.lam(t)), t, rtol=1e-9, atol=1e-9)
+    assert (path.lam(t).diff() < 0).all() and (path.g2(t) > 0).all()
+
+
+def test_linear_path_closed_forms_and_end_time():
+    lin = LinearPath()
+    t = torch.tensor([0.0, 0.25, 0.5, 0.999], dtype=torch.float64)
+    torch.testing.assert_close(lin.alpha(t), 1 - t)
+    torch.testing.assert_close(lin.sigma(t), t)
+    torch.testing.assert_close(lin.f(t), -1 / (1 - t))
+    torch.testing.assert_close(lin.g2(t), 2 * t / (1 - t))
+    assert lin.T == 0.999 and lin.lam(torch.tensor(0.5)).item() == 0.0  # SNR 1 halfway
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T=0.999\]"):
+        lin.alpha(1.0)  # f = -1/(1 - t) is infinite there
+    with pytest.raises(ValueError, match="t_max"):
+        LinearPath(t_max=1.0)
+
+
+def test_linear_path_marginal_by_simulation():
+    """Euler-Maruyama on dx = f x dt + g dW with the linear path's f and g ends at (1 - t) x0 + t eps."""
+    lin = LinearPath()
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.full((20000, 2), 0.7, dtype=torch.float64)
+    x = samplers.forward_euler_maruyama(lin, x0, 2000, t_end=0.9, generator=gen)
+    mean, std = lin.marginal(x0[:1], 0.9)
+    assert (x.mean(0) - mean[0]).abs().max() < 5 * float(std) / math.sqrt(len(x)) + 2e-3
+    assert abs(x.std(0).mean().item() / float(std) - 1) < 0.02

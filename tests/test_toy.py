@@ -8,7 +8,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from oldschool import toy
-from oldschool.sde import VESDE, VPSDE, DiscreteVP, SubVPSDE
+from oldschool.sde import VESDE, VPSDE, DiscreteVP, LinearPath, SubVPSDE
 
 SDES = [VPSDE(), SubVPSDE(), VESDE(), DiscreteVP.stable_diffusion()]
 SDE_IDS = ["vp", "subvp", "ve", "discrete-sd"]
@@ -115,3 +115,44 @@ def test_sliced_wasserstein():
     assert abs(sw - 1 / math.sqrt(2)) < 0.03
     with pytest.raises(ValueError, match="same shape"):
         toy.sliced_wasserstein(x, x[:10])
+
+
+# ---------------------------------------------------------------- chapter 8: the exact velocity
+
+PATHS = SDES + [LinearPath()]
+PATH_IDS = SDE_IDS + ["linear"]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+def test_velocity_is_the_probability_flow_drift_of_the_autograd_score(path):
+    """u_t = f x - 1/2 g^2 grad log p_t, with grad log p_t by autograd of the diffused density."""
+    g = toy.example_mixture()
+    x = 1.5 * torch.randn(40, 2, dtype=torch.float64)
+    for t in (0.01, 0.3, 0.7, 0.99):
+        xg = x.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(g.diffused(t, path).log_prob(xg).sum(), xg)
+        tt = torch.full((40,), t, dtype=torch.float64)
+        drift = path.f(tt)[:, None] * x - 0.5 * path.g2(tt)[:, None] * grad
+        torch.testing.assert_close(g.velocity(x, t, path), drift, rtol=1e-8, atol=1e-8)
+
+
+def test_velocity_is_the_conditional_mean_of_the_path_velocity():
+    """Monte Carlo: regress alpha' x0 + sigma' eps on x_t near a point; the mean matches u_t(x)."""
+    g, lin = toy.example_mixture(), LinearPath()
+    gen = torch.Generator().manual_seed(0)
+    x0 = g.sample(400_000, generator=gen, dtype=torch.float64)
+    x_t, eps = lin.perturb(x0, 0.5, generator=gen)
+    for point in ([0.0, 0.0], [-0.3, -0.2], [0.3, 0.3]):
+        near = (x_t - torch.tensor(point, dtype=torch.float64)).norm(dim=1) < 0.02
+        conditional = (eps - x0)[near]  # the linear path's conditional velocity
+        se = conditional.std(0) / math.sqrt(len(conditional))
+        exact = g.velocity(torch.tensor([point], dtype=torch.float64), 0.5, lin)[0]
+        assert ((conditional.mean(0) - exact).abs() < 4 * se + 0.02).all(), (point, len(conditional))
+
+
+def test_velocity_at_the_data_end_of_the_linear_path():
+    """At t = 0, x_t = x0 and eps is independent of it: u_0(x) = E[eps] - x = -x."""
+    g, lin = toy.example_mixture(), LinearPath()
+    x = torch.randn(10, 2, dtype=torch.float64)
+    torch.testing.assert_close(g.velocity(x, 0.0, lin), -x)
+    torch.testing.assert_close(g.velocity_fn(lin)(x, torch.zeros(10, dtype=torch.float64)), -x)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -40,12 +42,41 @@ def test_same_generator_same_result():
 
 def test_ema_averages_the_weights():
     model = torch.nn.Linear(1, 1, bias=False)
-    ema = train.EMA(model, decay=0.5)
+    ema = train.EMA(model, decay=0.5, warmup=False)
     start = model.weight.detach().clone()
     with torch.no_grad():
         model.weight.add_(2.0)
     ema.update(model)
     assert torch.allclose(ema.model.weight, start + 1.0)  # halfway between old and new
+
+
+def _weight_on_start(decay, warmup, steps):
+    """Train nothing: move the weights to 1 once, then measure how much of 0 the EMA keeps."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    ema = train.EMA(model, decay=decay, warmup=warmup)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(steps):
+        ema.update(model)
+    return 1.0 - ema.model.weight.item()  # the weight the average still gives to the start
+
+
+def test_ema_warmup_forgets_the_initial_weights():
+    # with d_n = min(d, (1 + n) / (10 + n)) the start keeps prod_n d_n; without, d**steps
+    decay, steps = 0.99, 300
+    expected = 1.0
+    for n in range(steps):
+        expected *= min(decay, (1 + n) / (10 + n))
+    assert math.isclose(_weight_on_start(decay, True, steps), expected, rel_tol=1e-4, abs_tol=1e-7)
+    assert expected < 1e-3 * decay**steps
+    assert math.isclose(_weight_on_start(decay, False, steps), decay**steps, rel_tol=1e-4)
+    # the warm-up caps the decay early and leaves it alone late
+    ema = train.EMA(torch.nn.Linear(1, 1), decay=0.99)
+    assert ema.current_decay() == 0.1
+    ema.updates = 10_000
+    assert ema.current_decay() == 0.99
 
 
 def test_ema_is_kept_when_asked():

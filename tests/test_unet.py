@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from oldschool import guidance, unet, unet_costs
+from oldschool.sde import DiscreteVP
 from oldschool.unet_blocks import Attention, ResBlock
 
 diffusers = pytest.importorskip("diffusers")  # test-only dependency: the peer implementation
@@ -192,6 +193,26 @@ def test_traced_attention_flops_equal_the_closed_forms():
     assert sum(b["params"] for b in blocks) <= n_params(model)
 
 
+def test_every_conv_is_booked_at_the_level_of_the_map_it_writes():
+    # a conv at level L writes an H / 2^L map; catches resamplers booked at the wrong level
+    config = unet.tiny_config(channels=(16, 32, 32), layers_per_block=1, cross_attention_dim=8)
+    with torch.device("meta"):
+        model = unet.UNet2DCondition(config)
+    calls, blocks = unet_costs.trace(model, (1, 1, 16, 16), (1, 3, 8))
+    convs = [c for c in calls if len(c["out_shape"]) == 4 and c["level"] != "time"]
+    assert any("downsample" in c["name"] for c in convs) and any("upsample" in c["name"] for c in convs)
+    for call in convs:
+        assert call["out_shape"][-1] == 16 >> call["level"], (call["name"], call["level"], call["out_shape"])
+    for block in blocks:
+        assert block["out_shape"][-1] == 16 >> block["level"], (block["name"], block["level"])
+    tally = unet_costs.parameter_tally(model)
+    down = model.down_blocks[0].downsample.conv.weight.numel() + model.down_blocks[0].downsample.conv.bias.numel()
+    assert unet_costs.level_of("down_blocks.0.downsample.conv.weight", 3) == 1
+    assert unet_costs.level_of("up_blocks.1.upsample.conv.weight", 3) == 0
+    assert unet_costs.level_of("up_blocks.1.resnets.0.conv1.weight", 3) == 1
+    assert tally[1, "conv"] >= down
+
+
 def test_conv_linear_flops_of_any_network():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(5 * 4 * 4, 7))
     x = torch.zeros(2, 3, 4, 4)
@@ -224,6 +245,20 @@ def test_cross_attention_maps_have_one_map_per_block_summing_to_one():
 def make_guided_model():
     torch.manual_seed(0)
     return guidance.ClassConditionalUNet(unet.tiny_unet(channels=(16, 32, 32), groups=8), num_classes=10).eval()
+
+
+def test_class_conditional_unet_sees_sd_timestep_index_of_the_noise_level():
+    # t = (i + 1) / 1000 has the noise level of diffusers' index i: the U-Net must see i
+    schedule = DiscreteVP.stable_diffusion()
+    model = guidance.ClassConditionalUNet(unet.tiny_unet(channels=(16, 32, 32), groups=8), num_classes=10)
+    seen = []
+    model.unet.time_features = lambda t, inner=model.unet.time_features: seen.append(t.clone()) or inner(t)
+    index = torch.tensor([0, 199, 999])
+    t = schedule.t_of_index(index + 1).double()
+    with torch.no_grad():
+        model(torch.zeros(3, 1, 8, 8), t.float(), torch.tensor([1, 2, 3]))
+    assert torch.allclose(seen[0].double().flatten(), index.double(), atol=1e-3)
+    assert torch.allclose(schedule.alpha(t) ** 2, schedule.alpha_bar[index], rtol=1e-9)
 
 
 def test_guidance_scale_interpolates_between_unconditional_and_conditional():

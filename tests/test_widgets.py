@@ -1,0 +1,102 @@
+"""oldschool.widgets, the kernel explorers: they redraw what changed, only when it changed."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import io  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from oldschool import explorer, toy, trajectories, widgets  # noqa: E402
+from oldschool.sde import VESDE, VPSDE, SubVPSDE  # noqa: E402
+
+MIXTURE = toy.example_mixture()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _pixels(png):
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64)
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(0.5, 10.0), VESDE()], ids=["vp", "subvp", "ve"])
+def test_density_columns_match_density_over_time(sde):
+    """The one-expression density of the paths' background is trajectories.density_over_time."""
+    times = torch.tensor([1e-3, 0.05, 0.4, 1.0], dtype=torch.float64)
+    grid = torch.linspace(-2, 2, 41, dtype=torch.float64)
+    expected = trajectories.density_over_time(MIXTURE, sde, times, grid, normalize=True)
+    torch.testing.assert_close(widgets.density_columns(MIXTURE, sde, times, grid), expected)
+
+
+def test_controls_start_on_their_grids():
+    """Every slider's default is one of its values, so the frontend has nothing to snap and send."""
+    e = widgets.KernelExplorer(MIXTURE, n_points=100, view="sde")
+    for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "steps"):
+        control = e.controls[name]
+        assert control.value == explorer.DEFAULTS[name] and control.value in control.options, name
+        assert control.continuous_update is False, f"{name} redraws while dragged"
+    assert e.controls["seed"].continuous_update is False
+
+
+def test_redraw_only_on_change_and_the_image_follows():
+    e = widgets.KernelExplorer(MIXTURE, n_points=200, view="sde")
+    assert len(e.times) == 1  # the first draw
+    first = e.image.value
+    assert e.redraw() is False and len(e.times) == 1  # nothing changed
+    e.controls["beta_max"].value = explorer.DEFAULTS["beta_max"]  # the same value: no redraw
+    assert len(e.times) == 1
+    for name, value in [("beta_max", 10.0), ("seed", 3), ("steps", 20), ("sampler", "ddpm_ancestral")]:
+        before = e.image.value
+        e.controls[name].value = value
+        assert len(e.times) >= 2 and e.image.value != before, f"{name} did not change the image"
+    assert e.image.value != first
+
+
+def test_process_switch_redraws_once_with_an_ode_sampler():
+    e = widgets.KernelExplorer(MIXTURE, n_points=100, view="sde")
+    count = len(e.times)
+    e.controls["process"].value = "ODE"
+    assert e.controls["sampler"].value == widgets.ODE_SAMPLERS[0]
+    assert len(e.times) == count + 1, "one switch, one redraw"
+
+
+def test_forward_run_is_kept_when_only_the_sampler_changes():
+    e = widgets.KernelExplorer(MIXTURE, n_points=100, view="sde")
+    kept = e._forward[1]
+    e.controls["sampler"].value = "predictor_corrector"
+    assert e._forward[1] is kept
+    e.controls["seed"].value = 1
+    assert e._forward[1] is not kept
+
+
+def test_blitted_image_equals_a_full_draw():
+    """The background-plus-changes PNG shows what drawing the whole figure shows."""
+    e = widgets.KernelExplorer(MIXTURE, n_points=200, view="sde_vs_ode")
+    e.controls["kind"].value = "VE"
+    blitted = _pixels(e.image.value)
+    for artist in e.figure.dynamic:
+        artist.set_animated(False)
+    buffer = io.BytesIO()
+    e.figure.fig.savefig(buffer, format="png", dpi=e.figure.fig.dpi)
+    full = _pixels(buffer.getvalue())
+    assert blitted.shape == full.shape
+    assert np.abs(blitted - full).mean() < 0.5, "the blitted image misses or misplaces artists"
+
+
+def test_learned_score_and_bad_input():
+    vp = VPSDE()
+    e = widgets.KernelExplorer(MIXTURE, learned=(vp, MIXTURE.score_fn(vp)), n_points=100, view="sde_vs_ode")
+    e.controls["score"].value = "learned"
+    assert "learned score" in e.status.value
+    with pytest.raises(ValueError, match="learned"):
+        widgets.KernelExplorer(MIXTURE, learned=(vp,), n_points=100)
