@@ -305,15 +305,17 @@ def flux_vae():
 
 
 def small_vae(latent_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
-              initial_logvar=None):
+              initial_logvar=None, image_channels=3):
     """A small KL autoencoder to train here; f = 2**(levels - 1) (three levels: KL-f4, four: KL-f8).
 
     Scaling factor left at 1. initial_logvar: None (the default) keeps PyTorch's default
     initialization; a number sets the starting log-variance of q(z|x) (the bias of the layer
-    that outputs it), a stated departure a chapter must then justify.
+    that outputs it), a stated departure a chapter must then justify. image_channels: 3 for
+    colour images, 1 for grey ones (the digits of chapter 9).
     """
     model = AutoencoderKL(block_out_channels=block_out_channels, layers_per_block=layers_per_block,
-                          latent_channels=latent_channels, norm_num_groups=norm_num_groups, scaling_factor=1.0)
+                          latent_channels=latent_channels, norm_num_groups=norm_num_groups, scaling_factor=1.0,
+                          in_channels=image_channels, out_channels=image_channels)
     if initial_logvar is not None:
         last = model.quant_conv if model.quant_conv is not None else model.encoder.conv_out
         with torch.no_grad():

@@ -187,6 +187,25 @@ CHAPTERS = {
                     step_counts=(1, 2, 4, 8, 16, 32, 64, 128, 256), seeds=(0, 1, 2, 3, 4),
                     n_paths=30, frames=60),
     },
+    "ch9": {  # latent diffusion on digits: a KL-f4 autoencoder per latent width, class-conditional U-Nets in its latents
+        # data: image_size, source ("sklearn" digits resized, or "mnist" with a loud fallback), n_val held out;
+        # vae_*: the autoencoders (vae_initial_logvar: a narrow start for short runs); unet_sizes: the two model sizes (channels per level); steps/batch_size/lr: each
+        # denoiser run; seeds: training seeds per (size, channels); sampler, time_grid: the chapter's one sampler;
+        # eval_*: the guidance scale, steps and samples per class of every accuracy; grid_*: guidance x steps
+        "cpu": dict(image_size=16, source="sklearn", n_val=297, vae_channels=(8, 16, 16), vae_groups=8,
+                    vae_steps=120, vae_batch_size=32, vae_lr=2e-3, vae_initial_logvar=-6.0, kl_weight=1e-6, latent_channels=(4, 16),
+                    unet_sizes=(("small", (16, 32)), ("large", (32, 64))), heads=2, context_dim=32, unet_groups=8,
+                    steps=100, batch_size=64, lr=5e-3, ema_decay=None, p_uncond=0.1, seeds=3, sampler="dpm_solver_2m",
+                    eval_scale=3.0, eval_steps=10, per_class=10, grid_scales=(0.0, 1.0, 3.0, 6.0),
+                    grid_steps=(2, 5, 20), time_grid="logsnr", pixel_size="small", pixel_per_class=4),
+        "gpu": dict(image_size=32, source="mnist", n_val=2000, vae_channels=(64, 128, 128), vae_groups=32,
+                    vae_steps=4000, vae_batch_size=128, vae_lr=1e-3, vae_initial_logvar=None, kl_weight=1e-6, latent_channels=(4, 16),
+                    unet_sizes=(("small", (64, 128)), ("large", (128, 256))), heads=4, context_dim=64, unet_groups=32,
+                    steps=2500, batch_size=256, lr=1e-3, ema_decay=0.999, p_uncond=0.1, seeds=4, sampler="dpm_solver_2m",
+                    eval_scale=3.0, eval_steps=25, per_class=100, grid_scales=(0.0, 1.0, 2.0, 3.0, 5.0, 8.0),
+                    grid_steps=(5, 10, 25, 50), time_grid="logsnr", pixel_size="small",
+                    pixel_per_class=50),
+    },
 }
 
 
