@@ -230,8 +230,48 @@ def _ch8(S):
         resident={"data": S.n_data * 2 * FLOAT_BYTES})
 
 
+def _ch9(S):
+    latent = S.image_size // 4  # KL-f4
+    image = (1, S.image_size, S.image_size)
+
+    def vae(channels):
+        return lambda: autoencoder_kl.small_vae(channels, S.vae_channels, 1, S.vae_groups,
+                                                image_channels=1)
+
+    def denoiser(channels, size, sample):
+        return lambda: guidance.ClassConditionalUNet(unet.tiny_unet(
+            channels=dict(S.unet_sizes)[size], heads=S.heads, cross_attention_dim=S.context_dim,
+            groups=S.unet_groups, in_channels=channels, sample_size=sample), num_classes=10)
+
+    def run(channels, sample):
+        return lambda m, b: m(_empty(b, channels, sample, sample), _empty(b),
+                              torch.zeros(b, dtype=torch.long))
+
+    models = {f"KL-f4 {c} ch": (vae(c), False) for c in S.latent_channels}
+    models.update({f"U-Net {size}, {c} ch": (denoiser(c, size, latent), S.ema_decay is not None)
+                   for size, _ in S.unet_sizes for c in S.latent_channels})
+    models["pixel U-Net"] = (denoiser(1, S.pixel_size, S.image_size), S.ema_decay is not None)
+    samples = 2 * 10 * S.per_class  # classifier-free guidance doubles the batch
+    grid = sum(S.grid_steps) * len(S.grid_scales)
+    loops = [Loop(f"train KL-f4 {c} ch", f"KL-f4 {c} ch", lambda m, b: m(_empty(b, *image))[0],
+                  S.vae_batch_size, S.vae_steps, train=True) for c in S.latent_channels]
+    for size, _ in S.unet_sizes:
+        for c in S.latent_channels:
+            name = f"U-Net {size}, {c} ch"
+            loops += [Loop(f"train {name}", name, run(c, latent), S.batch_size, S.seeds * S.steps,
+                           train=True),
+                      Loop(f"sample {name}", name, run(c, latent), samples, S.seeds * S.eval_steps)]
+    first = f"U-Net large, {S.latent_channels[0]} ch"
+    loops += [Loop("guidance x steps grid", first, run(S.latent_channels[0], latent),
+                   2 * 10 * S.pixel_per_class, grid),
+              Loop("train the pixel U-Net (at most as many steps)", "pixel U-Net",
+                   run(1, S.image_size), S.batch_size, S.seeds * S.steps, train=True)]
+    return Workload(models=models, loops=loops,
+                    resident={"images": 70_000 * math.prod(image) * FLOAT_BYTES})
+
+
 WORKLOADS = {"ch1": _ch1, "ch2": _ch2, "ch3": _ch3, "ch4": _ch4, "ch5": _ch5, "ch6": _ch6, "ch7": _ch7,
-             "ch8": _ch8}
+             "ch8": _ch8, "ch9": _ch9}
 
 
 def chapter_budget(chapter, gpu=T4):

@@ -215,7 +215,7 @@ CHAPTERS = {
 # tuples, rates) and keep their value: the capped run builds the real GPU-mode models.
 FIRST_AND_LAST = "first and last"
 CAP_RULES = (
-    ("sweep", r"(^|_)(counts|scales|betas|tolerances|shifts|grid|sweep|nfes)$", FIRST_AND_LAST),
+    ("sweep", r"(^|_)(counts|scales|betas|tolerances|shifts|grid|sweep|nfes)$|^grid_steps$", FIRST_AND_LAST),
     ("solver steps", r"^(sample|sampling|sim|solver|ode|sde)_steps$|^nfe$", 8),
     ("training steps", r"(^|_)(steps|iters|iterations|epochs)$", 2),
     ("animation frames", r"(^|_)frames$", 4),
