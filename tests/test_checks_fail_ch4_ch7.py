@@ -94,7 +94,7 @@ def ratios_hold(model):
         errors = nets.prediction_errors(model, x0, VP, torch.full((512,), t), "eps",
                                         generator=torch.Generator().manual_seed(10))
         snr_t = VP.snr(torch.tensor(t, dtype=torch.float64))
-        for q in errors:
+        for q in w_snr:  # the four of chapter 4 (prediction_errors also has "velocity")
             w = float(sp.lambdify(snr, w_snr[q])(snr_t))
             if not math.isclose(errors[q].item() / errors["eps"].item(), w, rel_tol=1e-3):
                 return False
