@@ -108,8 +108,8 @@ def test_ch4_ratio_check_checks_the_code_not_the_training(monkeypatch):
     assert ratios_hold(untrained)  # any network passes: this is a check of prediction_errors
     targets = nets.targets
 
-    def x0_with_a_dropped_factor(x0, eps, a, s):
-        return {**targets(x0, eps, a, s), "x0": 0.5 * x0}
+    def x0_with_a_dropped_factor(x0, eps, a, s, *derivatives):
+        return {**targets(x0, eps, a, s, *derivatives), "x0": 0.5 * x0}
 
     monkeypatch.setattr(nets, "targets", x0_with_a_dropped_factor)
     assert not ratios_hold(untrained)
