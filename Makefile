@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # spin against each other (measured 20x slower training than one thread).
 BOOK_ENV := OLDSCHOOL_MODE=cpu OLDSCHOOL_PROGRESS=0 OMP_NUM_THREADS=1
 
-.PHONY: install vendor browser book test unit browser-unit gpu-dry gpu-check gpu-budget clean
+.PHONY: install vendor browser book test unit browser-unit lint gpu-dry gpu-check gpu-budget clean
 
 install: $(STAMP)
 
@@ -70,6 +70,12 @@ gpu-check: $(STAMP)
 # The README's table of each chapter's GPU memory and T4 time, computed from shapes.
 gpu-budget: $(STAMP)
 	$(BIN)/python benchmarks/gpu_budget.py
+
+# The formatter and pyflakes over the package, tests, benchmarks and the chapters' code cells
+# (line length 88: what a rendered code cell shows without a scroll bar). tests/test_lint.py runs it too.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf _build

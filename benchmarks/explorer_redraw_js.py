@@ -41,43 +41,76 @@ SIMULATE = r"""([mixture, s, repeats]) => {
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200, choices=explorer.GRIDS["steps"])
-    parser.add_argument("--particles", type=int, default=1000, choices=explorer.GRIDS["n_points"])
+    parser.add_argument(
+        "--steps", type=int, default=200, choices=explorer.GRIDS["steps"]
+    )
+    parser.add_argument(
+        "--particles", type=int, default=1000, choices=explorer.GRIDS["n_points"]
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     mixture = toy.example_mixture()
-    print(f"live explorer redraw in Chromium, {args.particles} particles x {args.steps} steps; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"live explorer redraw in Chromium, {args.particles} particles x {args.steps} steps; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
-        html = "".join(explorer.live_explorer(mixture, view=v, steps=args.steps, n_points=args.particles)
-                       ._repr_html_() for v in explorer.VIEWS)
+        html = "".join(
+            explorer.live_explorer(
+                mixture, view=v, steps=args.steps, n_points=args.particles
+            )._repr_html_()
+            for v in explorer.VIEWS
+        )
         page_file = Path(folder) / "index.html"
         page_file.write_text(f"<!doctype html><html><body>{html}</body></html>")
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=FLAGS
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
-                   else r.abort("internetdisconnected"))
+        page.route(
+            "**/*",
+            lambda r: (
+                r.continue_()
+                if r.request.url.startswith("file://")
+                else r.abort("internetdisconnected")
+            ),
+        )
         page.goto(page_file.as_uri())
         for view, root in zip(explorer.VIEWS, explorers(page)):
             times = {}
             for name in control_names(root):
                 set_kind(root, {"sigma_min": "VE", "sigma_max": "VE"}.get(name, "VP"))
                 times[name] = []
-                for _ in range(args.repeats):  # a notch down, then back up: time the redraws
+                for _ in range(
+                    args.repeats
+                ):  # a notch down, then back up: time the redraws
                     for direction in (-1, 1):  # that land on the benchmarked size
                         after = move(root, name, direction)
                         s = after["setting"]
                         if s["steps"] == args.steps and s["n_points"] == args.particles:
                             times[name].append(after["ms"])
             every = [t for ts in times.values() for t in ts]
-            settings = {"view": view, **explorer.DEFAULTS, "steps": args.steps,
-                        "n_points": args.particles, "n_paths": 20, "t_min": 1e-3}
-            sim = page.evaluate(SIMULATE, [explorer.mixture_json(mixture), settings, 2 * args.repeats + 1])
-            print(f"\n{view}: median redraw {statistics.median(every):.0f} ms over {len(every)} moves "
-                  f"(the simulation alone, VP: median {statistics.median(sim):.0f} ms)")
+            settings = {
+                "view": view,
+                **explorer.DEFAULTS,
+                "steps": args.steps,
+                "n_points": args.particles,
+                "n_paths": 20,
+                "t_min": 1e-3,
+            }
+            sim = page.evaluate(
+                SIMULATE,
+                [explorer.mixture_json(mixture), settings, 2 * args.repeats + 1],
+            )
+            print(
+                f"\n{view}: median redraw {statistics.median(every):.0f} ms over {len(every)} moves "
+                f"(the simulation alone, VP: median {statistics.median(sim):.0f} ms)"
+            )
             for name, ts in times.items():
-                print(f"  {name:>10s}: median {statistics.median(ts):5.0f} ms  (min {min(ts):4.0f}, "
-                      f"max {max(ts):4.0f}, n={len(ts)})")
+                print(
+                    f"  {name:>10s}: median {statistics.median(ts):5.0f} ms  (min {min(ts):4.0f}, "
+                    f"max {max(ts):4.0f}, n={len(ts)})"
+                )
         browser.close()
 
 

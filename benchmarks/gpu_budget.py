@@ -25,29 +25,36 @@ def measured_peaks():
     if not report.exists():
         return {}
     chapters = json.loads(report.read_text())["chapters"]
-    return {f"ch{int(r['chapter'][2:4])}": r["peak_rss"] for r in chapters if r.get("peak_rss")}
+    return {
+        f"ch{int(r['chapter'][2:4])}": r["peak_rss"]
+        for r in chapters
+        if r.get("peak_rss")
+    }
 
 
 def section():
     rows = budgets.budget_table()
     t4 = budgets.T4
-    return "\n".join([
-        START,
-        f"Computed by `make gpu-budget` ({time.strftime('%Y-%m-%d')}) from the `gpu` columns of "
-        "`oldschool/config.py` and the loops listed in `oldschool/budgets.py`; nothing here was run on a GPU.",
-        "",
-        budgets.markdown_table(rows, measured_peaks()),
-        "",
-        f"Peak: data kept on the GPU + every model's float32 weights (twice with an EMA copy) + the largest "
-        f"step (a training step's activations at its batch size, float32, plus gradients and Adam's two "
-        f"moments). Time: FLOPs of every Conv2d and Linear call (backward = 2 x forward) at "
-        f"{t4['efficiency']:.0%} of the T4's {t4['flops'] / 1e12:.0f} TFLOPS (float16 tensor cores, the "
-        f"autocast dtype on a GPU without bf16), plus {t4['launch_seconds'] * 1e6:.0f} us per layer call; "
-        f"loops a chapter runs on the CPU at {t4['cpu_flops'] / 1e9:.0f} GFLOP/s (Colab's two vCPUs). "
-        f"A chapter fits a free Colab T4 when its peak is under {t4['memory_bytes'] / 1e9:.0f} GB; "
-        f"`tests/test_gpu_budget.py` fails above {budgets.LIMIT_BYTES / 1e9:.0f} GB. Rough by design: "
-        "a factor of two either way.",
-        END])
+    return "\n".join(
+        [
+            START,
+            f"Computed by `make gpu-budget` ({time.strftime('%Y-%m-%d')}) from the `gpu` columns of "
+            "`oldschool/config.py` and the loops listed in `oldschool/budgets.py`; nothing here was run on a GPU.",
+            "",
+            budgets.markdown_table(rows, measured_peaks()),
+            "",
+            f"Peak: data kept on the GPU + every model's float32 weights (twice with an EMA copy) + the largest "
+            f"step (a training step's activations at its batch size, float32, plus gradients and Adam's two "
+            f"moments). Time: FLOPs of every Conv2d and Linear call (backward = 2 x forward) at "
+            f"{t4['efficiency']:.0%} of the T4's {t4['flops'] / 1e12:.0f} TFLOPS (float16 tensor cores, the "
+            f"autocast dtype on a GPU without bf16), plus {t4['launch_seconds'] * 1e6:.0f} us per layer call; "
+            f"loops a chapter runs on the CPU at {t4['cpu_flops'] / 1e9:.0f} GFLOP/s (Colab's two vCPUs). "
+            f"A chapter fits a free Colab T4 when its peak is under {t4['memory_bytes'] / 1e9:.0f} GB; "
+            f"`tests/test_gpu_budget.py` fails above {budgets.LIMIT_BYTES / 1e9:.0f} GB. Rough by design: "
+            "a factor of two either way.",
+            END,
+        ]
+    )
 
 
 def main():

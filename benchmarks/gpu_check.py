@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "_build" / "gpu-check"
 
 # Run in the kernel before a capped chapter: every `assert` of the cells records and goes on.
-SOFT_ASSERTS = r'''
+SOFT_ASSERTS = r"""
 import ast as _ast
 _oldschool_soft_failures = []
 _oldschool_first_count = get_ipython().execution_count  # as IPython counts this cell
@@ -58,10 +58,10 @@ class _OldschoolSoftAsserts(_ast.NodeTransformer):
 
 
 get_ipython().ast_transformers.append(_OldschoolSoftAsserts())
-'''
+"""
 
 # Run in the kernel after the chapter: what it used, as one JSON line.
-MEASURE = r'''
+MEASURE = r"""
 import json as _json, resource as _resource, torch as _torch
 _usage = _resource.getrusage(_resource.RUSAGE_SELF)
 print("OLDSCHOOL_MEASURE " + _json.dumps(dict(
@@ -69,14 +69,16 @@ print("OLDSCHOOL_MEASURE " + _json.dumps(dict(
     peak_cuda=_torch.cuda.max_memory_allocated() if _torch.cuda.is_available() else None,
     soft_failures=globals().get("_oldschool_soft_failures", []),
     first_count=globals().get("_oldschool_first_count"))))
-'''
+"""
 
 
 def chapters(selected):
     """The chapter notebooks book/chNN_*.ipynb, all of them or those whose name starts with one of ``selected``."""
     found = sorted((ROOT / "book").glob("ch[0-9][0-9]_*.ipynb"))
     if selected:
-        found = [path for path in found if any(path.name.startswith(s) for s in selected)]
+        found = [
+            path for path in found if any(path.name.startswith(s) for s in selected)
+        ]
     return found
 
 
@@ -102,9 +104,18 @@ def _run_once(path, capped, timeout):
     nb = nbformat.read(path, as_version=4)
     n_cells = len(nb.cells)
     extra = [SOFT_ASSERTS] if capped else []
-    nb.cells = [nbformat.v4.new_code_cell(code) for code in extra] + nb.cells + [nbformat.v4.new_code_cell(MEASURE)]
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    nb.cells = (
+        [nbformat.v4.new_code_cell(code) for code in extra]
+        + nb.cells
+        + [nbformat.v4.new_code_cell(MEASURE)]
+    )
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     start = time.perf_counter()
     try:
         client.execute()
@@ -113,22 +124,33 @@ def _run_once(path, capped, timeout):
         crashed = f"{type(error).__name__}: {str(error)[-500:]}"
     wall = time.perf_counter() - start
 
-    cells = nb.cells[len(extra):len(extra) + n_cells]
-    by_count = {cell.get("execution_count"): i for i, cell in enumerate(cells) if cell.cell_type == "code"}
+    cells = nb.cells[len(extra) : len(extra) + n_cells]
+    by_count = {
+        cell.get("execution_count"): i
+        for i, cell in enumerate(cells)
+        if cell.cell_type == "code"
+    }
     errors, timings = [], []
     for i, cell in enumerate(cells):
         if cell.cell_type != "code":
             continue
-        expected = "raises-exception" in cell.metadata.get("tags", [])  # as Jupyter Book reads the tag
+        expected = "raises-exception" in cell.metadata.get(
+            "tags", []
+        )  # as Jupyter Book reads the tag
         for output in cell.get("outputs", []):
             if output.output_type == "error" and not expected:
-                errors.append(dict(cell=i, error=f"{output.ename}: {output.evalue}"[:400]))
+                errors.append(
+                    dict(cell=i, error=f"{output.ename}: {output.evalue}"[:400])
+                )
         execution = cell.metadata.get("execution", {})
         if "iopub.execute_input" in execution and "shell.execute_reply" in execution:
             from datetime import datetime
 
-            seconds = (datetime.fromisoformat(execution["shell.execute_reply"].replace("Z", "+00:00"))
-                       - datetime.fromisoformat(execution["iopub.execute_input"].replace("Z", "+00:00")))
+            seconds = datetime.fromisoformat(
+                execution["shell.execute_reply"].replace("Z", "+00:00")
+            ) - datetime.fromisoformat(
+                execution["iopub.execute_input"].replace("Z", "+00:00")
+            )
             timings.append((seconds.total_seconds(), i))
     if crashed:
         errors.append(dict(cell=None, error=crashed))
@@ -139,27 +161,60 @@ def _run_once(path, capped, timeout):
             measure = json.loads(text.split("OLDSCHOOL_MEASURE ", 1)[1])
     if not measure and not crashed:
         errors.append(dict(cell=None, error="the measuring cell printed nothing"))
-    offset = (measure.get("first_count") or 0) - (nb.cells[0].get("execution_count") or 0) if capped else 0
-    soft = [dict(cell=by_count.get(f["count"] - offset), line=f["line"], test=f["test"], message=f["message"])
-            for f in measure.get("soft_failures", [])]
-    return dict(chapter=path.name, wall=wall, stalled=crashed is not None, cpu_seconds=measure.get("cpu_seconds"),
-                peak_rss=measure.get("peak_rss"), peak_cuda=measure.get("peak_cuda"),
-                errors=errors, soft_failures=soft, slowest=sorted(timings, reverse=True)[:3])
+    offset = (
+        (measure.get("first_count") or 0) - (nb.cells[0].get("execution_count") or 0)
+        if capped
+        else 0
+    )
+    soft = [
+        dict(
+            cell=by_count.get(f["count"] - offset),
+            line=f["line"],
+            test=f["test"],
+            message=f["message"],
+        )
+        for f in measure.get("soft_failures", [])
+    ]
+    return dict(
+        chapter=path.name,
+        wall=wall,
+        stalled=crashed is not None,
+        cpu_seconds=measure.get("cpu_seconds"),
+        peak_rss=measure.get("peak_rss"),
+        peak_cuda=measure.get("peak_cuda"),
+        errors=errors,
+        soft_failures=soft,
+        slowest=sorted(timings, reverse=True)[:3],
+    )
 
 
 def training_throughput(device, capped):
     """Training steps per second of the GPU-mode models, float32 against bf16 autocast (train.train)."""
     import torch
 
-    from oldschool import autoencoder_kl, config, data, guidance, nets, perceptual, sde, train, unet
+    from oldschool import (
+        autoencoder_kl,
+        config,
+        data,
+        guidance,
+        nets,
+        perceptual,
+        sde,
+        train,
+        unet,
+    )
 
     steps = 2 if capped else 30
     rows = []
     s3, s4, s7 = (config.settings(ch, "gpu", capped) for ch in ("ch3", "ch4", "ch7"))
 
     def ch3():
-        vae = autoencoder_kl.small_vae(4, s3.block_out_channels, s3.layers_per_block, s3.norm_num_groups)
-        model = torch.nn.ModuleDict({"vae": vae, "loss": perceptual.KLAutoencoderLoss(None, 0.0, 1e-6)})
+        vae = autoencoder_kl.small_vae(
+            4, s3.block_out_channels, s3.layers_per_block, s3.norm_num_groups
+        )
+        model = torch.nn.ModuleDict(
+            {"vae": vae, "loss": perceptual.KLAutoencoderLoss(None, 0.0, 1e-6)}
+        )
         x = torch.rand(max(s3.batch_size, 1) * 4, 3, s3.patch, s3.patch) * 2 - 1
 
         def step(m, batch):
@@ -170,51 +225,99 @@ def training_throughput(device, capped):
 
     def ch7():
         images, labels = data.digits(return_labels=True)
-        model = guidance.ClassConditionalUNet(unet.tiny_unet(
-            channels=s7.channels, layers_per_block=s7.layers_per_block, heads=s7.heads,
-            cross_attention_dim=s7.context_dim, groups=s7.groups), num_classes=10)
+        model = guidance.ClassConditionalUNet(
+            unet.tiny_unet(
+                channels=s7.channels,
+                layers_per_block=s7.layers_per_block,
+                heads=s7.heads,
+                cross_attention_dim=s7.context_dim,
+                groups=s7.groups,
+            ),
+            num_classes=10,
+        )
         schedule = sde.DiscreteVP.stable_diffusion()
         loss = lambda m, b: guidance.cfg_loss(m, b, schedule, p_uncond=s7.p_uncond)  # noqa: E731
         return model, loss, (images, labels), s7.batch_size
 
     def ch4():
-        model = nets.ScoreMLP(dim=2, hidden=s4.hidden, layers=s4.layers, embed_dim=s4.embed_dim)
+        model = nets.ScoreMLP(
+            dim=2, hidden=s4.hidden, layers=s4.layers, embed_dim=s4.embed_dim
+        )
         vp = sde.VPSDE()
         x = torch.randn(4096, 2)
-        return model, lambda m, b: nets.dsm_loss(m, b, vp, parameterization="eps"), x, s4.batch_size
+        return (
+            model,
+            lambda m, b: nets.dsm_loss(m, b, vp, parameterization="eps"),
+            x,
+            s4.batch_size,
+        )
 
-    for name, build in (("ch3 KL autoencoder", ch3), ("ch7 U-Net", ch7), ("ch4 ScoreMLP", ch4)):
+    for name, build in (
+        ("ch3 KL autoencoder", ch3),
+        ("ch7 U-Net", ch7),
+        ("ch4 ScoreMLP", ch4),
+    ):
         for precision in (torch.float32, torch.bfloat16):
             torch.manual_seed(0)
             model, loss_fn, x, batch = build()
             model = model.to(device)
-            run = dict(steps=1, batch_size=batch, lr=1e-4, generator=torch.Generator().manual_seed(0),
-                       progress=False, precision=precision)
+            run = dict(
+                steps=1,
+                batch_size=batch,
+                lr=1e-4,
+                generator=torch.Generator().manual_seed(0),
+                progress=False,
+                precision=precision,
+            )
             train.train(model, loss_fn, x, **run)  # warm-up
             if device.type == "cuda":
                 torch.cuda.synchronize()
             history = train.train(model, loss_fn, x, **{**run, "steps": steps})
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            rows.append(dict(model=name, dtype=str(precision)[6:], batch=batch, steps=steps,
-                             steps_per_s=steps / history.seconds, loss=history.final("loss")))
+            rows.append(
+                dict(
+                    model=name,
+                    dtype=str(precision)[6:],
+                    batch=batch,
+                    steps=steps,
+                    steps_per_s=steps / history.seconds,
+                    loss=history.final("loss"),
+                )
+            )
     return rows
 
 
 def forward_benchmarks(capped):
     """The repository's forward benchmarks, small when capped; their printed tables."""
     small = capped or not _cuda()
-    runs = [[str(ROOT / "benchmarks" / "unet_throughput.py")]
-            + (["--batch", "1", "--size", "16", "--repeats", "2"] if small else []),
-            [str(ROOT / "benchmarks" / "bench_autoencoder_kl.py")]
-            + (["--size", "32", "--batch", "1", "--warmup", "1", "--repeats", "2"] if small else [])]
+    runs = [
+        [str(ROOT / "benchmarks" / "unet_throughput.py")]
+        + (["--batch", "1", "--size", "16", "--repeats", "2"] if small else []),
+        [str(ROOT / "benchmarks" / "bench_autoencoder_kl.py")]
+        + (
+            ["--size", "32", "--batch", "1", "--warmup", "1", "--repeats", "2"]
+            if small
+            else []
+        ),
+    ]
     texts = []
     for command in runs:
-        result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-        texts.append(f"$ python {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(command))}\n"
-                     + (result.stdout if result.returncode == 0
-                        else f"FAILED ({result.returncode})\n{result.stderr[-2000:]}"))
+        result = subprocess.run(
+            [sys.executable, *command],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        texts.append(
+            f"$ python {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(command))}\n"
+            + (
+                result.stdout
+                if result.returncode == 0
+                else f"FAILED ({result.returncode})\n{result.stderr[-2000:]}"
+            )
+        )
     return texts
 
 
@@ -233,56 +336,108 @@ def write_report(results, throughput, forward, capped, device, total):
     import torch
 
     OUT.mkdir(parents=True, exist_ok=True)
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    where = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    )
     load = os.getloadavg()
-    lines = [f"# GPU-mode check: {'capped (OLDSCHOOL_CAP=1)' if capped else 'full GPU columns'}", "",
-             f"Device: {where}; torch {torch.__version__}; {torch.get_num_threads()} threads in this process, "
-             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load average at the end "
-             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; {time.strftime('%Y-%m-%d %H:%M:%S')}; "
-             f"chapters took {total:.0f} s in all.", "",
-             "| chapter | wall (s) | kernel CPU (s) | peak RSS (MiB) | peak CUDA (MiB) | errors "
-             "| assertions not met | slowest cells (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"# GPU-mode check: {'capped (OLDSCHOOL_CAP=1)' if capped else 'full GPU columns'}",
+        "",
+        f"Device: {where}; torch {torch.__version__}; {torch.get_num_threads()} threads in this process, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load average at the end "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; {time.strftime('%Y-%m-%d %H:%M:%S')}; "
+        f"chapters took {total:.0f} s in all.",
+        "",
+        "| chapter | wall (s) | kernel CPU (s) | peak RSS (MiB) | peak CUDA (MiB) | errors "
+        "| assertions not met | slowest cells (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in results:
         slow = ", ".join(f"#{i}: {s:.1f}" for s, i in r["slowest"])
         cpu = "-" if r["cpu_seconds"] is None else f"{r['cpu_seconds']:.1f}"
-        lines.append(f"| {r['chapter']} | {r['wall']:.1f} | {cpu} | {megabytes(r['peak_rss'])} | "
-                     f"{megabytes(r['peak_cuda'])} | "
-                     f"{len(r['errors'])} | {len(r['soft_failures'])} | {slow} |")
+        lines.append(
+            f"| {r['chapter']} | {r['wall']:.1f} | {cpu} | {megabytes(r['peak_rss'])} | "
+            f"{megabytes(r['peak_cuda'])} | "
+            f"{len(r['errors'])} | {len(r['soft_failures'])} | {slow} |"
+        )
     for r in results:
         if r["errors"] or r["soft_failures"]:
             lines += ["", f"## {r['chapter']}"]
         for e in r["errors"]:
             lines.append(f"- ERROR in cell {e['cell']}: `{e['error']}`")
         for f in r["soft_failures"]:
-            lines.append(f"- assertion not met (capped), cell {f['cell']} line {f['line']}: `{f['test']}`")
+            lines.append(
+                f"- assertion not met (capped), cell {f['cell']} line {f['line']}: `{f['test']}`"
+            )
     if throughput:
-        lines += ["", "## Training throughput, float32 and bf16 autocast (train.train)", "",
-                  "| model | dtype | batch | steps | steps/s | mean loss |", "|---|---|---:|---:|---:|---:|"]
-        lines += [f"| {t['model']} | {t['dtype']} | {t['batch']} | {t['steps']} | {t['steps_per_s']:.2f} | "
-                  f"{t['loss']:.4g} |" for t in throughput]
+        lines += [
+            "",
+            "## Training throughput, float32 and bf16 autocast (train.train)",
+            "",
+            "| model | dtype | batch | steps | steps/s | mean loss |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {t['model']} | {t['dtype']} | {t['batch']} | {t['steps']} | {t['steps_per_s']:.2f} | "
+            f"{t['loss']:.4g} |"
+            for t in throughput
+        ]
     if forward:
-        lines += ["", "## Forward benchmarks", ""] + [f"```\n{text.rstrip()}\n```" for text in forward]
+        lines += ["", "## Forward benchmarks", ""] + [
+            f"```\n{text.rstrip()}\n```" for text in forward
+        ]
     path = OUT / "report.md"
     path.write_text("\n".join(lines) + "\n")
-    (OUT / "report.json").write_text(json.dumps(dict(capped=capped, device=str(device), chapters=results,
-                                                     throughput=throughput, forward=forward), indent=1))
+    (OUT / "report.json").write_text(
+        json.dumps(
+            dict(
+                capped=capped,
+                device=str(device),
+                chapters=results,
+                throughput=throughput,
+                forward=forward,
+            ),
+            indent=1,
+        )
+    )
     return path
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--capped", action="store_true", help="OLDSCHOOL_CAP=1 (the default without CUDA)")
-    parser.add_argument("--chapters", nargs="*", default=None, help="name prefixes, e.g. ch03 ch07")
-    parser.add_argument("--no-benchmarks", action="store_true", help="only the chapters")
-    parser.add_argument("--timeout", type=int, default=None,
-                        help="seconds a cell may take before the chapter fails (300 capped, 3600 full)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--capped",
+        action="store_true",
+        help="OLDSCHOOL_CAP=1 (the default without CUDA)",
+    )
+    parser.add_argument(
+        "--chapters", nargs="*", default=None, help="name prefixes, e.g. ch03 ch07"
+    )
+    parser.add_argument(
+        "--no-benchmarks", action="store_true", help="only the chapters"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=None,
+        help="seconds a cell may take before the chapter fails (300 capped, 3600 full)",
+    )
     args = parser.parse_args()
 
     cuda = _cuda()
     capped = args.capped or not cuda
-    os.environ.update(OLDSCHOOL_MODE="gpu", OLDSCHOOL_CAP="1" if capped else "0", OLDSCHOOL_PROGRESS="0",
-                      PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    os.environ.update(
+        OLDSCHOOL_MODE="gpu",
+        OLDSCHOOL_CAP="1" if capped else "0",
+        OLDSCHOOL_PROGRESS="0",
+        PYTHONPATH=os.pathsep.join(
+            [str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep),
+    )
     if not cuda:
         os.environ.setdefault("OLDSCHOOL_DEVICE", "cpu")
         os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -293,14 +448,19 @@ def main():
 
     device = config.device()
     print(f"GPU mode on {device}, {'capped' if capped else 'full columns'}", flush=True)
-    timeout = args.timeout or (300 if capped else 3600)  # a lost kernel reply fails (and retries), not hangs
+    timeout = args.timeout or (
+        300 if capped else 3600
+    )  # a lost kernel reply fails (and retries), not hangs
     results, start = [], time.perf_counter()
     for path in chapters(args.chapters):
         result = run_chapter(path, capped, timeout)
         results.append(result)
         again = f" (attempt {result['attempts']})" if result["attempts"] > 1 else ""
-        print(f"{path.name}{again}: {result['wall']:.1f} s, peak RSS {megabytes(result['peak_rss'])} MiB, "
-              f"{len(result['errors'])} errors, {len(result['soft_failures'])} assertions not met", flush=True)
+        print(
+            f"{path.name}{again}: {result['wall']:.1f} s, peak RSS {megabytes(result['peak_rss'])} MiB, "
+            f"{len(result['errors'])} errors, {len(result['soft_failures'])} assertions not met",
+            flush=True,
+        )
         for e in result["errors"][:3]:
             print(f"    cell {e['cell']}: {e['error']}", flush=True)
     total = time.perf_counter() - start

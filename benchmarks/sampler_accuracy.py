@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from oldschool import samplers, solver_study, toy
+from oldschool import solver_study, toy
 from oldschool.sde import VPSDE
 
 

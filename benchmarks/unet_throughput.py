@@ -22,25 +22,50 @@ from oldschool import unet
 
 def small_config(sdxl_like):
     """A few-million-parameter config with SD 1.5's layout, or SDXL's (added conditioning, linear projections)."""
-    config = unet.tiny_config(channels=(64, 128, 256), layers_per_block=2, heads=4, cross_attention_dim=128,
-                              in_channels=4, groups=32, text_time=sdxl_like)
+    config = unet.tiny_config(
+        channels=(64, 128, 256),
+        layers_per_block=2,
+        heads=4,
+        cross_attention_dim=128,
+        in_channels=4,
+        groups=32,
+        text_time=sdxl_like,
+    )
     if sdxl_like:
         from dataclasses import replace
 
-        config = replace(config, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                         transformer_layers_per_block=(1, 2, 4), use_linear_projection=True)
+        config = replace(
+            config,
+            down_block_types=(
+                "DownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+            ),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 4),
+            use_linear_projection=True,
+        )
     return config
 
 
 def inputs(config, batch, size, device, dtype, generator):
-    sample = torch.randn(batch, config.in_channels, size, size, generator=generator).to(device, dtype)
+    sample = torch.randn(batch, config.in_channels, size, size, generator=generator).to(
+        device, dtype
+    )
     timestep = torch.randint(0, 1000, (batch,), generator=generator).float().to(device)
-    context = torch.randn(batch, 77, config.cross_attention_dim, generator=generator).to(device, dtype)
+    context = torch.randn(
+        batch, 77, config.cross_attention_dim, generator=generator
+    ).to(device, dtype)
     added = {}
     if config.addition_embed_type == "text_time":
-        added = dict(text_embeds=torch.randn(batch, config.cross_attention_dim, generator=generator).to(device, dtype),
-                     time_ids=torch.tensor([[size * 8.0, size * 8.0, 0.0, 0.0, size * 8.0, size * 8.0]] * batch).to(device, dtype))
+        added = dict(
+            text_embeds=torch.randn(
+                batch, config.cross_attention_dim, generator=generator
+            ).to(device, dtype),
+            time_ids=torch.tensor(
+                [[size * 8.0, size * 8.0, 0.0, 0.0, size * 8.0, size * 8.0]] * batch
+            ).to(device, dtype),
+        )
     return sample, timestep, context, added
 
 
@@ -68,9 +93,13 @@ def compare(config, device, dtype, batch, size, repeats):
 
     torch.manual_seed(0)
     theirs = UNet2DConditionModel(**unet.config_dict(config)).eval()
-    ours = unet.load_diffusers_state_dict(unet.UNet2DCondition(config), theirs.state_dict()).eval()
+    ours = unet.load_diffusers_state_dict(
+        unet.UNet2DCondition(config), theirs.state_dict()
+    ).eval()
     theirs, ours = theirs.to(device, dtype), ours.to(device, dtype)
-    sample, timestep, context, added = inputs(config, batch, size, device, dtype, torch.Generator().manual_seed(1))
+    sample, timestep, context, added = inputs(
+        config, batch, size, device, dtype, torch.Generator().manual_seed(1)
+    )
 
     def run_theirs():
         return theirs(sample, timestep, context, added_cond_kwargs=added or None).sample
@@ -86,11 +115,18 @@ def compare(config, device, dtype, batch, size, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=32, help="latent height and width")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch's default when omitted)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (torch's default when omitted)",
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -100,17 +136,28 @@ def main():
 
     runs = [(torch.device("cpu"), torch.float32)]
     if torch.cuda.is_available():
-        runs += [(torch.device("cuda"), torch.float32), (torch.device("cuda"), torch.bfloat16)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; batch {args.batch}, "
-          f"latent {args.size}x{args.size}, median of {args.repeats}")
-    print(f"{'layout':10} {'device':6} {'dtype':9} {'params':>8} {'rel. error':>10} {'ours /s':>9} {'diffusers /s':>12} {'ratio':>6}")
+        runs += [
+            (torch.device("cuda"), torch.float32),
+            (torch.device("cuda"), torch.bfloat16),
+        ]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; batch {args.batch}, "
+        f"latent {args.size}x{args.size}, median of {args.repeats}"
+    )
+    print(
+        f"{'layout':10} {'device':6} {'dtype':9} {'params':>8} {'rel. error':>10} {'ours /s':>9} {'diffusers /s':>12} {'ratio':>6}"
+    )
     for sdxl_like in (False, True):
         config = small_config(sdxl_like)
         n = sum(p.numel() for p in unet.UNet2DCondition(config).parameters())
         for device, dtype in runs:
-            error, ours, theirs = compare(config, device, dtype, args.batch, args.size, args.repeats)
-            print(f"{'SDXL-like' if sdxl_like else 'SD15-like':10} {device.type:6} {str(dtype)[6:]:9} {n / 1e6:7.1f}M "
-                  f"{error:10.1e} {ours:9.1f} {theirs:12.1f} {ours / theirs:6.2f}")
+            error, ours, theirs = compare(
+                config, device, dtype, args.batch, args.size, args.repeats
+            )
+            print(
+                f"{'SDXL-like' if sdxl_like else 'SD15-like':10} {device.type:6} {str(dtype)[6:]:9} {n / 1e6:7.1f}M "
+                f"{error:10.1e} {ours:9.1f} {theirs:12.1f} {ours / theirs:6.2f}"
+            )
 
 
 if __name__ == "__main__":

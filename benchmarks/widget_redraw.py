@@ -40,8 +40,11 @@ def time_controls(view, repeats):
     """{control: [(wall, cpu) seconds per redraw]} for one view, and the time of the first draw."""
     mixture = toy.example_mixture()
     start = time.perf_counter()
-    explorer = widgets.KernelExplorer(mixture, learned=(widgets.make_sde("VP"), mixture.score_fn(
-        widgets.make_sde("VP"))), view=view)
+    explorer = widgets.KernelExplorer(
+        mixture,
+        learned=(widgets.make_sde("VP"), mixture.score_fn(widgets.make_sde("VP"))),
+        view=view,
+    )
     first = time.perf_counter() - start
     times = {}
     for name, control in explorer.controls.items():
@@ -58,7 +61,9 @@ def time_controls(view, repeats):
                 count = len(explorer.times)
                 wall, cpu = time.perf_counter(), time.process_time()
                 control.value = value
-                times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+                times[name].append(
+                    (time.perf_counter() - wall, time.process_time() - cpu)
+                )
                 assert len(explorer.times) == count + 1, f"{name}: one move, one redraw"
         count = len(explorer.times)
         control.value = default  # the same value again: no redraw
@@ -74,20 +79,26 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
-    print(f"kernel widget redraw, 1,000 particles, exact score; torch {torch.__version__}, 1 thread, "
-          f"{os.cpu_count()} CPUs, load average {load:.1f}")
+    print(
+        f"kernel widget redraw, 1,000 particles, exact score; torch {torch.__version__}, 1 thread, "
+        f"{os.cpu_count()} CPUs, load average {load:.1f}"
+    )
     for view in args.views:
         first, times = time_controls(view, args.repeats)
         wall = [w for ts in times.values() for w, _ in ts]
         cpu = [c for ts in times.values() for _, c in ts]
-        print(f"\n{view}: first draw {1000 * first:.0f} ms (figure built once); all controls: median "
-              f"{1000 * statistics.median(wall):.0f} ms wall, {1000 * statistics.median(cpu):.0f} ms CPU "
-              f"over {len(wall)} redraws")
+        print(
+            f"\n{view}: first draw {1000 * first:.0f} ms (figure built once); all controls: median "
+            f"{1000 * statistics.median(wall):.0f} ms wall, {1000 * statistics.median(cpu):.0f} ms CPU "
+            f"over {len(wall)} redraws"
+        )
         for name, ts in times.items():
             w = [1000 * x for x, _ in ts]
             c = [1000 * y for _, y in ts]
-            print(f"  {name:>10s}: median {statistics.median(w):5.0f} ms wall (min {min(w):4.0f}, max "
-                  f"{max(w):4.0f}), {statistics.median(c):5.0f} ms CPU, n={len(ts)}")
+            print(
+                f"  {name:>10s}: median {statistics.median(w):5.0f} ms wall (min {min(w):4.0f}, max "
+                f"{max(w):4.0f}), {statistics.median(c):5.0f} ms CPU, n={len(ts)}"
+            )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ layout onto the modules here (the key map is data: ``DIFFUSERS_KEY_MAP``). The l
 models were trained with (notes eq. (11), as latent-diffusion implements it) is ``KLAutoencoderLoss``.
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,10 @@ from . import checkpoints
 from .gaussians import DiagonalGaussian
 
 GROUP_NORM_EPS = 1e-6  # every GroupNorm of the published VAEs uses eps = 1e-6
-LOGVAR_RANGE = (-30.0, 20.0)  # latent-diffusion clamps the encoder's log-variance to this range
+LOGVAR_RANGE = (
+    -30.0,
+    20.0,
+)  # latent-diffusion clamps the encoder's log-variance to this range
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,9 @@ class AutoencoderKLConfig:
     in_channels: int = 3  # image channels in
     out_channels: int = 3  # image channels out
     block_out_channels: tuple = (128, 256, 512, 512)  # channels per resolution level
-    layers_per_block: int = 2  # ResnetBlocks per encoder level (the decoder has one more)
+    layers_per_block: int = (
+        2  # ResnetBlocks per encoder level (the decoder has one more)
+    )
     latent_channels: int = 4  # channels of z
     norm_num_groups: int = 32  # GroupNorm groups
     use_quant_conv: bool = True  # 1x1 conv on (mean, logvar) after the encoder
@@ -50,12 +55,23 @@ class AutoencoderKLConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
-        if not self.block_out_channels or any(not isinstance(c, int) or c < 1 for c in self.block_out_channels):
-            raise ValueError(f"block_out_channels must be positive ints, got {self.block_out_channels!r}")
+        if not self.block_out_channels or any(
+            not isinstance(c, int) or c < 1 for c in self.block_out_channels
+        ):
+            raise ValueError(
+                f"block_out_channels must be positive ints, got {self.block_out_channels!r}"
+            )
         bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if bad:
-            raise ValueError(f"block_out_channels {bad} are not divisible by norm_num_groups={self.norm_num_groups}")
-        for name in ("in_channels", "out_channels", "layers_per_block", "latent_channels"):
+            raise ValueError(
+                f"block_out_channels {bad} are not divisible by norm_num_groups={self.norm_num_groups}"
+            )
+        for name in (
+            "in_channels",
+            "out_channels",
+            "layers_per_block",
+            "latent_channels",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -76,7 +92,9 @@ class AutoencoderKLConfig:
         }
         for key, ok in unsupported.items():
             if key in config and not ok(config[key]):
-                raise ValueError(f"this AutoencoderKL supports only the SD/SDXL/SD3/FLUX layout; got {key}={config[key]!r}")
+                raise ValueError(
+                    f"this AutoencoderKL supports only the SD/SDXL/SD3/FLUX layout; got {key}={config[key]!r}"
+                )
         settings = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
         if settings.get("shift_factor") is None:  # diffusers writes None for "no shift"
             settings["shift_factor"] = 0.0
@@ -96,7 +114,11 @@ class ResnetBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.norm2 = _group_norm(out_channels, groups)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        self.conv_shortcut = (
+            nn.Conv2d(in_channels, out_channels, 1)
+            if in_channels != out_channels
+            else None
+        )
 
     def forward(self, x):
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
@@ -118,9 +140,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x):
         B, C, H, W = x.shape
-        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, H*W, C): one token per position
+        h = (
+            self.norm(x).flatten(2).transpose(1, 2)
+        )  # (B, H*W, C): one token per position
         q, k, v = self.to_q(h), self.to_k(h), self.to_v(h)  # (B, H*W, C) each
-        h = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v, (B, H*W, C)
+        h = F.scaled_dot_product_attention(
+            q, k, v
+        )  # softmax(q k^T / sqrt(C)) v, (B, H*W, C)
         h = self.to_out(h).transpose(1, 2).reshape(B, C, H, W)
         return x + h
 
@@ -144,7 +170,9 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C, 2H, 2W)
+        return self.conv(
+            F.interpolate(x, scale_factor=2.0, mode="nearest")
+        )  # (B, C, 2H, 2W)
 
 
 class MidBlock(nn.Module):
@@ -166,7 +194,9 @@ class Level(nn.Module):
     def __init__(self, in_channels, out_channels, n_resnets, groups, resample=None):
         super().__init__()
         channels = [in_channels] + [out_channels] * n_resnets
-        self.resnets = nn.ModuleList(ResnetBlock(a, b, groups) for a, b in zip(channels[:-1], channels[1:]))
+        self.resnets = nn.ModuleList(
+            ResnetBlock(a, b, groups) for a, b in zip(channels[:-1], channels[1:])
+        )
         self.downsample = Downsample(out_channels) if resample == "down" else None
         self.upsample = Upsample(out_channels) if resample == "up" else None
 
@@ -188,9 +218,15 @@ class Encoder(nn.Module):
         chans, groups = cfg.block_out_channels, cfg.norm_num_groups
         self.conv_in = nn.Conv2d(cfg.in_channels, chans[0], 3, padding=1)
         self.levels = nn.ModuleList(
-            Level(chans[max(i - 1, 0)], chans[i], cfg.layers_per_block, groups,
-                  resample="down" if i < len(chans) - 1 else None)
-            for i in range(len(chans)))
+            Level(
+                chans[max(i - 1, 0)],
+                chans[i],
+                cfg.layers_per_block,
+                groups,
+                resample="down" if i < len(chans) - 1 else None,
+            )
+            for i in range(len(chans))
+        )
         self.mid = MidBlock(chans[-1], groups)
         self.norm_out = _group_norm(chans[-1], groups)
         self.conv_out = nn.Conv2d(chans[-1], 2 * cfg.latent_channels, 3, padding=1)
@@ -208,13 +244,22 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        chans, groups = cfg.block_out_channels[::-1], cfg.norm_num_groups  # lowest resolution first
+        chans, groups = (
+            cfg.block_out_channels[::-1],
+            cfg.norm_num_groups,
+        )  # lowest resolution first
         self.conv_in = nn.Conv2d(cfg.latent_channels, chans[0], 3, padding=1)
         self.mid = MidBlock(chans[0], groups)
         self.levels = nn.ModuleList(
-            Level(chans[max(i - 1, 0)], chans[i], cfg.layers_per_block + 1, groups,
-                  resample="up" if i < len(chans) - 1 else None)
-            for i in range(len(chans)))
+            Level(
+                chans[max(i - 1, 0)],
+                chans[i],
+                cfg.layers_per_block + 1,
+                groups,
+                resample="up" if i < len(chans) - 1 else None,
+            )
+            for i in range(len(chans))
+        )
         self.norm_out = _group_norm(chans[-1], groups)
         self.conv_out = nn.Conv2d(chans[-1], cfg.out_channels, 3, padding=1)
 
@@ -234,11 +279,23 @@ class AutoencoderKL(nn.Module):
 
     def __init__(self, config=None, **settings):
         super().__init__()
-        cfg = AutoencoderKLConfig(**settings) if config is None else replace(config, **settings)
+        cfg = (
+            AutoencoderKLConfig(**settings)
+            if config is None
+            else replace(config, **settings)
+        )
         self.config = cfg
         self.encoder = Encoder(cfg)
-        self.quant_conv = nn.Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1) if cfg.use_quant_conv else None
-        self.post_quant_conv = nn.Conv2d(cfg.latent_channels, cfg.latent_channels, 1) if cfg.use_post_quant_conv else None
+        self.quant_conv = (
+            nn.Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1)
+            if cfg.use_quant_conv
+            else None
+        )
+        self.post_quant_conv = (
+            nn.Conv2d(cfg.latent_channels, cfg.latent_channels, 1)
+            if cfg.use_post_quant_conv
+            else None
+        )
         self.decoder = Decoder(cfg)
 
     @property
@@ -253,9 +310,13 @@ class AutoencoderKL(nn.Module):
         f = self.config.downsampling_factor if what == "images" else 1
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected {what} of shape (B, {channels}, H, W), got {shape}")
+            raise ValueError(
+                f"expected {what} of shape (B, {channels}, H, W), got {shape}"
+            )
         if x.shape[2] % f or x.shape[3] % f:
-            raise ValueError(f"image size {tuple(x.shape[2:])} is not divisible by the downsampling factor {f}")
+            raise ValueError(
+                f"image size {tuple(x.shape[2:])} is not divisible by the downsampling factor {f}"
+            )
 
     def encode(self, x):
         """q(z|x) = N(mean, diag(exp(logvar))) of notes eq. (3), each (B, latent_channels, H/f, W/f)."""
@@ -276,11 +337,16 @@ class AutoencoderKL(nn.Module):
     def forward(self, x, sample_posterior=True, generator=None):
         """Returns (x_hat, q): the reconstruction from z ~ q(z|x) (or its mean), and q."""
         posterior = self.encode(x)
-        z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
+        z = (
+            posterior.sample(generator=generator)
+            if sample_posterior
+            else posterior.mode()
+        )
         return self.decode(z), posterior
 
 
 # ---- presets: the published models, and small ones to train here ---------------------------
+
 
 def sd_vae():
     """Stable Diffusion 1.x/2.x VAE (KL-f8, 4 latent channels); 83,653,863 parameters."""
@@ -294,18 +360,34 @@ def sdxl_vae():
 
 def sd3_vae():
     """SD3 VAE: 16 latent channels, no quant convs; latents normalized by (z - 0.0609) * 1.5305."""
-    return AutoencoderKL(latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
-                         scaling_factor=1.5305, shift_factor=0.0609)
+    return AutoencoderKL(
+        latent_channels=16,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+    )
 
 
 def flux_vae():
     """FLUX.1 VAE: SD3's architecture, retrained; latents normalized by (z - 0.1159) * 0.3611."""
-    return AutoencoderKL(latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
-                         scaling_factor=0.3611, shift_factor=0.1159)
+    return AutoencoderKL(
+        latent_channels=16,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+    )
 
 
-def small_vae(latent_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
-              initial_logvar=None, image_channels=3):
+def small_vae(
+    latent_channels=4,
+    block_out_channels=(16, 32, 32),
+    layers_per_block=1,
+    norm_num_groups=8,
+    initial_logvar=None,
+    image_channels=3,
+):
     """A small KL autoencoder to train here; f = 2**(levels - 1) (three levels: KL-f4, four: KL-f8).
 
     Scaling factor left at 1. initial_logvar: None (the default) keeps PyTorch's default
@@ -313,13 +395,23 @@ def small_vae(latent_channels=4, block_out_channels=(16, 32, 32), layers_per_blo
     that outputs it), a stated departure a chapter must then justify. image_channels: 3 for
     colour images, 1 for grey ones (the digits of chapter 9).
     """
-    model = AutoencoderKL(block_out_channels=block_out_channels, layers_per_block=layers_per_block,
-                          latent_channels=latent_channels, norm_num_groups=norm_num_groups, scaling_factor=1.0,
-                          in_channels=image_channels, out_channels=image_channels)
+    model = AutoencoderKL(
+        block_out_channels=block_out_channels,
+        layers_per_block=layers_per_block,
+        latent_channels=latent_channels,
+        norm_num_groups=norm_num_groups,
+        scaling_factor=1.0,
+        in_channels=image_channels,
+        out_channels=image_channels,
+    )
     if initial_logvar is not None:
-        last = model.quant_conv if model.quant_conv is not None else model.encoder.conv_out
+        last = (
+            model.quant_conv if model.quant_conv is not None else model.encoder.conv_out
+        )
         with torch.no_grad():
-            last.bias[latent_channels:] = initial_logvar  # channels C..2C of the moments are the log-variance
+            last.bias[latent_channels:] = (
+                initial_logvar  # channels C..2C of the moments are the log-variance
+            )
     return model
 
 
@@ -343,18 +435,32 @@ def parameter_table(model):
 def shape_trace(model, x):
     """(module name, output shape) for each stage of encode and decode of ``x`` (works on "meta")."""
     stages = [("encoder.conv_in", model.encoder.conv_in)]
-    stages += [(f"encoder.levels.{i}", level) for i, level in enumerate(model.encoder.levels)]
-    stages += [("encoder.mid", model.encoder.mid), ("encoder.conv_out", model.encoder.conv_out)]
+    stages += [
+        (f"encoder.levels.{i}", level) for i, level in enumerate(model.encoder.levels)
+    ]
+    stages += [
+        ("encoder.mid", model.encoder.mid),
+        ("encoder.conv_out", model.encoder.conv_out),
+    ]
     if model.quant_conv is not None:
         stages.append(("quant_conv", model.quant_conv))
     if model.post_quant_conv is not None:
         stages.append(("post_quant_conv", model.post_quant_conv))
-    stages += [("decoder.conv_in", model.decoder.conv_in), ("decoder.mid", model.decoder.mid)]
-    stages += [(f"decoder.levels.{i}", level) for i, level in enumerate(model.decoder.levels)]
+    stages += [
+        ("decoder.conv_in", model.decoder.conv_in),
+        ("decoder.mid", model.decoder.mid),
+    ]
+    stages += [
+        (f"decoder.levels.{i}", level) for i, level in enumerate(model.decoder.levels)
+    ]
     stages.append(("decoder.conv_out", model.decoder.conv_out))
     trace = []
-    hooks = [module.register_forward_hook(lambda m, i, out, name=name: trace.append((name, tuple(out.shape))))
-             for name, module in stages]
+    hooks = [
+        module.register_forward_hook(
+            lambda m, i, out, name=name: trace.append((name, tuple(out.shape)))
+        )
+        for name, module in stages
+    ]
     try:
         with torch.no_grad():  # encode and decode the mean, bypassing DiagonalGaussian's value checks (meta has no values)
             moments = model.encoder(x)
@@ -373,7 +479,10 @@ def shape_trace(model, x):
 DIFFUSERS_KEY_MAP = (
     (r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out."),
     (r"^encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.levels.\1.resnets."),
-    (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.levels.\1.downsample."),
+    (
+        r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.",
+        r"encoder.levels.\1.downsample.",
+    ),
     (r"^decoder\.up_blocks\.(\d+)\.resnets\.", r"decoder.levels.\1.resnets."),
     (r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", r"decoder.levels.\1.upsample."),
     (r"\.mid_block\.resnets\.0\.", ".mid.resnet1."),
@@ -403,15 +512,23 @@ def load_diffusers_state_dict(model, state_dict):
     the tensors themselves (no copy). Returns ``model``.
     """
     if not isinstance(model, AutoencoderKL):
-        raise TypeError(f"model must be an oldschool AutoencoderKL, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be an oldschool AutoencoderKL, got {type(model).__name__}"
+        )
     try:
-        return checkpoints.load_renamed(model, state_dict, DIFFUSERS_KEY_MAP,
-                                        "this AutoencoderKL (diffusers key layout expected)")
+        return checkpoints.load_renamed(
+            model,
+            state_dict,
+            DIFFUSERS_KEY_MAP,
+            "this AutoencoderKL (diffusers key layout expected)",
+        )
     except ValueError as error:
         if any(k.startswith(("encoder.down.", "decoder.up.")) for k in state_dict):
-            raise ValueError(f"{error}\nThis looks like an original latent-diffusion/FLUX checkpoint "
-                             "(encoder.down.N.block...); use the repository's diffusers file "
-                             "(vae/diffusion_pytorch_model.safetensors).") from None
+            raise ValueError(
+                f"{error}\nThis looks like an original latent-diffusion/FLUX checkpoint "
+                "(encoder.down.N.block...); use the repository's diffusers file "
+                "(vae/diffusion_pytorch_model.safetensors)."
+            ) from None
         raise
 
 

@@ -26,7 +26,9 @@ def _check_images(x, image_shape):
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a tensor of images, got {type(x).__name__}")
     if x.dim() != 4 or tuple(x.shape[1:]) != tuple(image_shape):
-        raise ValueError(f"expected images of shape (B, {', '.join(map(str, image_shape))}), got {tuple(x.shape)}")
+        raise ValueError(
+            f"expected images of shape (B, {', '.join(map(str, image_shape))}), got {tuple(x.shape)}"
+        )
 
 
 def _check_latents(z, latent_dim):
@@ -121,7 +123,9 @@ def ae_loss(x, x_hat, sigma=1.0):
     notes minimise; the NLL adds the constant (D/2) log(2 pi sigma^2) and divides by 2 sigma^2.
     """
     if x.shape != x_hat.shape:
-        raise ValueError(f"x and x_hat shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
+        raise ValueError(
+            f"x and x_hat shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}"
+        )
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma!r}")
     nll = gaussian_nll(x, x_hat, 2.0 * math.log(sigma)).mean()
@@ -137,13 +141,20 @@ def vae_loss(x, x_hat, posterior, beta=1.0, sigma=1.0):
     drops the 1/(2 sigma^2), which amounts to another beta (see chapter 2).
     """
     if not isinstance(posterior, DiagonalGaussian):
-        raise TypeError(f"posterior must be a DiagonalGaussian, got {type(posterior).__name__}")
+        raise TypeError(
+            f"posterior must be a DiagonalGaussian, got {type(posterior).__name__}"
+        )
     if not beta >= 0:
         raise ValueError(f"beta must be >= 0, got {beta!r}")
     rec, parts = ae_loss(x, x_hat, sigma)
     kl = posterior.kl().mean()
     loss = rec + beta * kl
-    return loss, {"loss": loss.detach(), "rec": rec.detach(), "kl": kl.detach(), "mse": parts["mse"]}
+    return loss, {
+        "loss": loss.detach(),
+        "rec": rec.detach(),
+        "kl": kl.detach(),
+        "mse": parts["mse"],
+    }
 
 
 # What chapter 2 measures on a trained model: the ELBO per image, log p(x) by importance
@@ -151,13 +162,21 @@ def vae_loss(x, x_hat, posterior, beta=1.0, sigma=1.0):
 
 
 def _check_sigma(sigma):
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma (the decoder's standard deviation) must be a positive finite number, got {sigma!r}")
+    if (
+        isinstance(sigma, bool)
+        or not isinstance(sigma, (int, float))
+        or not (math.isfinite(sigma) and sigma > 0)
+    ):
+        raise ValueError(
+            f"sigma (the decoder's standard deviation) must be a positive finite number, got {sigma!r}"
+        )
 
 
 def _check_vae(model):
     if not isinstance(model, StochasticAE):
-        raise TypeError(f"expected a VAE (or StochasticAE) with a Gaussian encoder, got {type(model).__name__}")
+        raise TypeError(
+            f"expected a VAE (or StochasticAE) with a Gaussian encoder, got {type(model).__name__}"
+        )
 
 
 @torch.no_grad()
@@ -172,17 +191,27 @@ def elbo_per_image(model, x, sigma=1.0, n_samples=1, generator=None, posterior=N
     _check_vae(model)
     _check_sigma(sigma)
     q = model.encode(x) if posterior is None else _check_posterior(posterior, x, model)
-    log_lik = torch.stack([-gaussian_nll(x, model.decode(q.sample(generator=generator)), 2 * math.log(sigma))
-                           for _ in range(n_samples)])  # (S, B)
+    log_lik = torch.stack(
+        [
+            -gaussian_nll(
+                x, model.decode(q.sample(generator=generator)), 2 * math.log(sigma)
+            )
+            for _ in range(n_samples)
+        ]
+    )  # (S, B)
     return log_lik.mean(0) - q.kl()
 
 
 def _check_posterior(posterior, x, model):
     if not isinstance(posterior, DiagonalGaussian):
-        raise TypeError(f"posterior must be a DiagonalGaussian, got {type(posterior).__name__}")
+        raise TypeError(
+            f"posterior must be a DiagonalGaussian, got {type(posterior).__name__}"
+        )
     if tuple(posterior.mean.shape) != (x.shape[0], model.latent_dim):
-        raise ValueError(f"posterior must have shape ({x.shape[0]}, {model.latent_dim}) (one q per image), "
-                         f"got {tuple(posterior.mean.shape)}")
+        raise ValueError(
+            f"posterior must have shape ({x.shape[0]}, {model.latent_dim}) (one q per image), "
+            f"got {tuple(posterior.mean.shape)}"
+        )
     return posterior
 
 
@@ -207,11 +236,20 @@ def fit_posterior(model, x, sigma=1.0, steps=200, lr=0.05, n_samples=8, generato
     try:
         for _ in range(steps):
             fitted = DiagonalGaussian(mean, logvar)
-            z = fitted.mean + fitted.std * torch.randn(n_samples, *mean.shape, generator=generator,
-                                                       dtype=mean.dtype, device=mean.device)  # (S, B, d)
+            z = fitted.mean + fitted.std * torch.randn(
+                n_samples,
+                *mean.shape,
+                generator=generator,
+                dtype=mean.dtype,
+                device=mean.device,
+            )  # (S, B, d)
             x_hat = model.decode(z.view(-1, mean.shape[1]))  # (S*B, C, H, W)
             x_s = x.expand(n_samples, *x.shape).reshape(x_hat.shape)
-            log_lik = -gaussian_nll(x_s, x_hat, 2 * math.log(sigma)).view(n_samples, -1).mean(0)  # (B,)
+            log_lik = (
+                -gaussian_nll(x_s, x_hat, 2 * math.log(sigma))
+                .view(n_samples, -1)
+                .mean(0)
+            )  # (B,)
             loss = -(log_lik - fitted.kl()).sum()  # minus the ELBO of every image
             optimizer.zero_grad()
             loss.backward()
@@ -235,9 +273,13 @@ def grid_log_likelihood(model, x, sigma, half_width=6.0, n=481, chunk=64):
     _check_vae(model)
     _check_sigma(sigma)
     if model.latent_dim != 2:
-        raise ValueError(f"grid integration needs a 2-D latent, the model has {model.latent_dim}")
+        raise ValueError(
+            f"grid integration needs a 2-D latent, the model has {model.latent_dim}"
+        )
     axis = torch.linspace(-half_width, half_width, n, dtype=x.dtype, device=x.device)
-    z = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).view(-1, 2)  # (n*n, 2)
+    z = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).view(
+        -1, 2
+    )  # (n*n, 2)
     x_hat = model.decode(z).flatten(1)  # (n*n, D)
     log_prior = -gaussian_nll(z, torch.zeros_like(z), 0.0)  # (n*n,)
     cell = 2 * math.log(2 * half_width / (n - 1))  # log of one cell's area
@@ -251,8 +293,9 @@ def grid_log_likelihood(model, x, sigma, half_width=6.0, n=481, chunk=64):
 
 
 @torch.no_grad()
-def importance_log_likelihood(model, x, sigma=1.0, n_samples=1000, generator=None, chunk=256,
-                              proposal=None):
+def importance_log_likelihood(
+    model, x, sigma=1.0, n_samples=1000, generator=None, chunk=256, proposal=None
+):
     """log p(x) of eq. (2) estimated by importance sampling with the encoder as proposal: (B,).
 
     log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x)  (Burda et al. 2016).
@@ -276,7 +319,9 @@ def importance_log_likelihood(model, x, sigma=1.0, n_samples=1000, generator=Non
         proposal = DiagonalGaussian(mean, logvar)
         z = proposal.sample(generator=generator)  # (k*B, d)
         x_k = x.expand(k, *x.shape).reshape(k * batch, *x.shape[1:])  # (k*B, C, H, W)
-        log_lik = -gaussian_nll(x_k, model.decode(z), 2 * math.log(sigma))  # log p(x|z_k)
+        log_lik = -gaussian_nll(
+            x_k, model.decode(z), 2 * math.log(sigma)
+        )  # log p(x|z_k)
         log_prior = -gaussian_nll(z, torch.zeros_like(z), 0.0)  # log N(z_k; 0, I)
         log_q = -proposal.nll(z)  # log q(z_k|x)
         log_w.append((log_lik + log_prior - log_q).view(k, batch))  # (k, B)
@@ -292,7 +337,9 @@ def aggregate_posterior(model, x, generator=None):
     distribution the decoder actually sees; a VAE's KL term pulls it towards the prior N(0, I).
     """
     code = model.encode(x)
-    return code.sample(generator=generator) if isinstance(code, DiagonalGaussian) else code
+    return (
+        code.sample(generator=generator) if isinstance(code, DiagonalGaussian) else code
+    )
 
 
 @torch.no_grad()
@@ -309,4 +356,8 @@ def latent_usage(model, x, threshold=0.01):
     q = model.encode(x)
     kl_per_dim = kl_standard_normal_elementwise(q.mean, q.logvar).mean(0)  # (d,)
     activity = q.mean.var(0)  # (d,)
-    return {"kl_per_dim": kl_per_dim, "activity": activity, "active_units": int((activity > threshold).sum())}
+    return {
+        "kl_per_dim": kl_per_dim,
+        "activity": activity,
+        "active_units": int((activity > threshold).sum()),
+    }

@@ -25,16 +25,31 @@ def load_renamed(model, state_dict, key_map, what="this model"):
     receives the tensors themselves (``assign=True``), so nothing is allocated twice.
     """
     ours = model.state_dict()
-    renamed = {rename_key(key, key_map): (key, tensor) for key, tensor in state_dict.items()}
+    renamed = {
+        rename_key(key, key_map): (key, tensor) for key, tensor in state_dict.items()
+    }
     missing = sorted(set(ours) - set(renamed))
     unexpected = sorted(key for name, (key, _) in renamed.items() if name not in ours)
-    mismatched = [f"{key} {tuple(tensor.shape)} -> {name} {tuple(ours[name].shape)}"
-                  for name, (key, tensor) in renamed.items() if name in ours and tensor.shape != ours[name].shape]
-    problems = [f"{label} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
-                if keys]
+    mismatched = [
+        f"{key} {tuple(tensor.shape)} -> {name} {tuple(ours[name].shape)}"
+        for name, (key, tensor) in renamed.items()
+        if name in ours and tensor.shape != ours[name].shape
+    ]
+    problems = [
+        f"{label} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", mismatched),
+        )
+        if keys
+    ]
     if problems:
         raise ValueError(f"the checkpoint does not fit {what}; " + "; ".join(problems))
     on_meta = any(p.is_meta for p in model.parameters())
-    model.load_state_dict({name: tensor for name, (_, tensor) in renamed.items()}, strict=True, assign=on_meta)
+    model.load_state_dict(
+        {name: tensor for name, (_, tensor) in renamed.items()},
+        strict=True,
+        assign=on_meta,
+    )
     return model

@@ -27,7 +27,9 @@ def to_unit_range(images, lo, hi):
     """Map values in [lo, hi] linearly to [-1, 1]; refuse values outside [lo, hi]."""
     images = torch.as_tensor(np.asarray(images), dtype=torch.float32)
     if images.min() < lo or images.max() > hi:
-        raise ValueError(f"values span [{images.min():.3g}, {images.max():.3g}], outside the stated [{lo}, {hi}]")
+        raise ValueError(
+            f"values span [{images.min():.3g}, {images.max():.3g}], outside the stated [{lo}, {hi}]"
+        )
     return 2.0 * (images - lo) / (hi - lo) - 1.0
 
 
@@ -56,7 +58,9 @@ def faces(return_labels=False):
 
     images = to_unit_range(lfw_subset(), 0.0, 1.0).unsqueeze(1)  # (200, 1, 25, 25)
     if return_labels:
-        labels = torch.cat([torch.ones(100, dtype=torch.long), torch.zeros(100, dtype=torch.long)])
+        labels = torch.cat(
+            [torch.ones(100, dtype=torch.long), torch.zeros(100, dtype=torch.long)]
+        )
         return images, labels
     return images
 
@@ -64,7 +68,9 @@ def faces(return_labels=False):
 def photo(name):
     """One of scikit-image's bundled colour photos as a (1, 3, H, W) tensor in [-1, 1]."""
     if name not in PHOTOS:
-        raise ValueError(f"unknown photo {name!r}; the bundled colour photos are {PHOTOS}")
+        raise ValueError(
+            f"unknown photo {name!r}; the bundled colour photos are {PHOTOS}"
+        )
     import skimage.data
 
     array = getattr(skimage.data, name)()  # (H, W, 3) uint8
@@ -83,7 +89,9 @@ def photo_patches(size, n, names=PHOTOS, generator=None):
         image = images[i % len(images)]
         _, h, w = image.shape
         if size > min(h, w):
-            raise ValueError(f"size {size} is larger than photo {names[i % len(names)]!r} ({h}x{w})")
+            raise ValueError(
+                f"size {size} is larger than photo {names[i % len(names)]!r} ({h}x{w})"
+            )
         top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
         left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
         crops.append(image[:, top : top + size, left : left + size])
@@ -116,14 +124,24 @@ def digit_images(size, source="sklearn", root="~/.cache/oldschool"):
             from torchvision.datasets import MNIST
 
             mnist = MNIST(os.path.expanduser(root), train=True, download=True)
-            images = to_unit_range(mnist.data.numpy(), 0, 255).unsqueeze(1)  # (60000, 1, 28, 28)
+            images = to_unit_range(mnist.data.numpy(), 0, 255).unsqueeze(
+                1
+            )  # (60000, 1, 28, 28)
             labels = mnist.targets.long()
         except Exception as error:  # no torchvision, no network, a broken mirror: all mean "use the digits"
-            print(f"MNIST IS NOT AVAILABLE ({type(error).__name__}: {error}).\n"
-                  "  FALLING BACK to scikit-learn's 1,797 8x8 digits, resized: the numbers below are for those.")
+            print(
+                f"MNIST IS NOT AVAILABLE ({type(error).__name__}: {error}).\n"
+                "  FALLING BACK to scikit-learn's 1,797 8x8 digits, resized: the numbers below are for those."
+            )
             source = "sklearn"
     if source == "sklearn":
         images, labels = digits(return_labels=True)  # (1797, 1, 8, 8)
     if images.shape[-1] != size:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        images = F.interpolate(
+            images,
+            size=(size, size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
     return images.clamp(-1.0, 1.0), labels, source

@@ -38,7 +38,9 @@ def score_function_gradient(f, z, mu, sigma, baseline=0.0):
 def _expect(h, mu, sigma):
     """E[h(z)], z ~ N(mu, sigma^2), by quadrature over eps in [-12, 12] (scipy)."""
     density = lambda e: math.exp(-e * e / 2) / math.sqrt(2 * math.pi)
-    return integrate.quad(lambda e: h(mu + sigma * e) * density(e), -12, 12, limit=200)[0]
+    return integrate.quad(lambda e: h(mu + sigma * e) * density(e), -12, 12, limit=200)[
+        0
+    ]
 
 
 def exact_gradient_and_variances(f, df, mu, sigma, baseline=0.0):
@@ -49,7 +51,9 @@ def exact_gradient_and_variances(f, df, mu, sigma, baseline=0.0):
     """
     gradient = _expect(df, mu, sigma)
     var_reparam = _expect(lambda z: df(z) ** 2, mu, sigma) - gradient**2
-    second = _expect(lambda z: ((f(z) - baseline) * (z - mu) / sigma**2) ** 2, mu, sigma)
+    second = _expect(
+        lambda z: ((f(z) - baseline) * (z - mu) / sigma**2) ** 2, mu, sigma
+    )
     return gradient, var_reparam, second - gradient**2
 
 
@@ -74,7 +78,9 @@ def quadratic_variances(d, a, sigma, baseline=None):
         baseline = d * (a**2 + s2)
     mean_r, var_r = (d - 1) * (a**2 + s2), (d - 1) * (4 * a**2 * s2 + 2 * s2**2)
     u4e2, u2e2 = a**4 + 18 * a**2 * s2 + 15 * s2**2, a**2 + 3 * s2
-    second = (u4e2 + 2 * u2e2 * (mean_r - baseline) + var_r + (mean_r - baseline) ** 2) / s2
+    second = (
+        u4e2 + 2 * u2e2 * (mean_r - baseline) + var_r + (mean_r - baseline) ** 2
+    ) / s2
     return 4 * s2, second - (2 * a) ** 2
 
 
@@ -84,12 +90,16 @@ def quadratic_estimates(d, a, sigma, n, baseline=None, generator=None):
     The setting of ``quadratic_variances``: mu = 0, c = -a, f(z) = ||z - c||^2, gradient 2a.
     baseline: a constant, or None for the mean of f over a second, independent batch.
     """
-    mu = torch.zeros(n, d, dtype=torch.float64, requires_grad=True)  # one copy per sample
+    mu = torch.zeros(
+        n, d, dtype=torch.float64, requires_grad=True
+    )  # one copy per sample
     c = torch.full((d,), -a, dtype=torch.float64)
     f = lambda z: (z - c).pow(2).sum(-1)  # (n,)
     eps = torch.randn(n, d, generator=generator, dtype=torch.float64)
     z = mu + sigma * eps  # eq. (6), (n, d)
-    per_sample, = torch.autograd.grad(f(z).sum(), mu)  # row s: the gradient of sample s
+    (per_sample,) = torch.autograd.grad(
+        f(z).sum(), mu
+    )  # row s: the gradient of sample s
     if baseline is None:
         spare = torch.randn(n, d, generator=generator, dtype=torch.float64)
         baseline = f(sigma * spare).mean().item()

@@ -29,8 +29,14 @@ from .toy import GaussianMixture
 JS_FILE = Path(__file__).with_name("explorer.js")
 
 SDE_KINDS = ("VP", "sub-VP", "VE")  # the kinds shown by default
-KINDS = SDE_KINDS + ("linear",)  # every path explorer.js has ("linear": sde.LinearPath, T = 0.999)
-JS_SAMPLERS = ("euler_maruyama", "ode_euler", "ode_heun")  # the samplers explorer.js implements
+KINDS = SDE_KINDS + (
+    "linear",
+)  # every path explorer.js has ("linear": sde.LinearPath, T = 0.999)
+JS_SAMPLERS = (
+    "euler_maruyama",
+    "ode_euler",
+    "ode_heun",
+)  # the samplers explorer.js implements
 VIEWS = ("sde", "sde_vs_ode")
 
 # Every slider's grid, and the default on it (beta 0.1 -> 20 and sigma 0.01 -> 50: Song et al.).
@@ -43,11 +49,28 @@ GRIDS = {
     "seed": tuple(range(21)),
     "n_points": (250, 500, 1000, 2000, 4000),
 }
-DEFAULTS = {"kind": "VP", "beta_min": 0.1, "beta_max": 20.0, "sigma_min": 0.01, "sigma_max": 50.0,
-            "sampler": "euler_maruyama", "steps": 100, "seed": 0, "n_points": 1000}
-LABELS = {"kind": "SDE", "beta_min": "\u03b2_min", "beta_max": "\u03b2_max",
-          "sigma_min": "\u03c3_min", "sigma_max": "\u03c3_max", "sampler": "sampler",
-          "steps": "steps", "seed": "seed", "n_points": "particles"}
+DEFAULTS = {
+    "kind": "VP",
+    "beta_min": 0.1,
+    "beta_max": 20.0,
+    "sigma_min": 0.01,
+    "sigma_max": 50.0,
+    "sampler": "euler_maruyama",
+    "steps": 100,
+    "seed": 0,
+    "n_points": 1000,
+}
+LABELS = {
+    "kind": "SDE",
+    "beta_min": "\u03b2_min",
+    "beta_max": "\u03b2_max",
+    "sigma_min": "\u03c3_min",
+    "sigma_max": "\u03c3_max",
+    "sampler": "sampler",
+    "steps": "steps",
+    "seed": "seed",
+    "n_points": "particles",
+}
 
 _ids = itertools.count()
 
@@ -60,10 +83,16 @@ def _check(name, value, allowed):
 def mixture_json(mixture):
     """The mixture as plain lists: weights (K,), means (K, 2), covs, eigvals (K, 2), eigvecs (K, 2, 2)."""
     if not isinstance(mixture, GaussianMixture) or mixture.dim != 2:
-        raise ValueError(f"the explorer draws a 2-D toy.GaussianMixture, got {mixture!r}")
-    return {"weights": mixture.weights.tolist(), "means": mixture.means.tolist(),
-            "covs": mixture.covs.tolist(), "eigvals": mixture.eigvals.tolist(),
-            "eigvecs": mixture.eigvecs.tolist()}
+        raise ValueError(
+            f"the explorer draws a 2-D toy.GaussianMixture, got {mixture!r}"
+        )
+    return {
+        "weights": mixture.weights.tolist(),
+        "means": mixture.means.tolist(),
+        "covs": mixture.covs.tolist(),
+        "eigvals": mixture.eigvals.tolist(),
+        "eigvecs": mixture.eigvecs.tolist(),
+    }
 
 
 def js_source():
@@ -79,13 +108,17 @@ class LiveExplorer:
         self.element_id = f"oldschool-explorer-{next(_ids)}-{id(self):x}"
 
     def _repr_html_(self):
-        config = json.dumps(self.config).replace("</", "<\\/")  # no "</script>" inside the JSON
-        return (f'<div id="{self.element_id}" class="oldschool-explorer">'
-                f"<noscript>The live explorer needs JavaScript.</noscript></div>\n"
-                f"<style>{STYLE}</style>\n"
-                f"<script>{js_source()}</script>\n"
-                f"<script>OldschoolExplorer.mount(document.getElementById({self.element_id!r}), "
-                f"{config});</script>")
+        config = json.dumps(self.config).replace(
+            "</", "<\\/"
+        )  # no "</script>" inside the JSON
+        return (
+            f'<div id="{self.element_id}" class="oldschool-explorer">'
+            f"<noscript>The live explorer needs JavaScript.</noscript></div>\n"
+            f"<style>{STYLE}</style>\n"
+            f"<script>{js_source()}</script>\n"
+            f"<script>OldschoolExplorer.mount(document.getElementById({self.element_id!r}), "
+            f"{config});</script>"
+        )
 
     def __repr__(self):
         return f"LiveExplorer(view={self.config['view']!r}) (an HTML output: display it in a notebook)"
@@ -106,8 +139,17 @@ STYLE = """
 """
 
 
-def live_explorer(mixture, *, view="sde", kinds=SDE_KINDS, t_min=1e-3, n_paths=20, lim=1.3, path_lim=2.0,
-                  **defaults):
+def live_explorer(
+    mixture,
+    *,
+    view="sde",
+    kinds=SDE_KINDS,
+    t_min=1e-3,
+    n_paths=20,
+    lim=1.3,
+    path_lim=2.0,
+    **defaults,
+):
     """The live (in-page JavaScript) explorer of forward and reverse trajectories on ``mixture``.
 
     view: "sde" (chapter 5: forward paths, reverse paths of the chosen sampler, samples with
@@ -123,7 +165,9 @@ def live_explorer(mixture, *, view="sde", kinds=SDE_KINDS, t_min=1e-3, n_paths=2
     _check("view", view, VIEWS)
     unknown = set(defaults) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown controls {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        raise ValueError(
+            f"unknown controls {sorted(unknown)}; known: {sorted(DEFAULTS)}"
+        )
     values = {**DEFAULTS, **defaults}
     for kind in kinds:
         _check("kinds", kind, KINDS)
@@ -133,19 +177,42 @@ def live_explorer(mixture, *, view="sde", kinds=SDE_KINDS, t_min=1e-3, n_paths=2
         _check(name, values[name], grid)
     if not 0 < t_min < 1:
         raise ValueError(f"t_min must lie in (0, 1), got {t_min!r}")
-    names = ["kind", "beta_min", "beta_max", "sigma_min", "sigma_max", "steps", "seed", "n_points"]
+    names = [
+        "kind",
+        "beta_min",
+        "beta_max",
+        "sigma_min",
+        "sigma_max",
+        "steps",
+        "seed",
+        "n_points",
+    ]
     if view == "sde":
         names.insert(5, "sampler")
     controls = {}
     for name in names:
         if name in GRIDS:
-            controls[name] = {"kind": "slider", "label": LABELS[name], "options": list(GRIDS[name]),
-                              "value": values[name]}
+            controls[name] = {
+                "kind": "slider",
+                "label": LABELS[name],
+                "options": list(GRIDS[name]),
+                "value": values[name],
+            }
         else:
             options = kinds if name == "kind" else JS_SAMPLERS
-            controls[name] = {"kind": "select", "label": LABELS[name], "options": list(options),
-                              "value": values[name]}
-    config = {"mixture": mixture_json(mixture), "view": view, "controls": controls,
-              "t_min": float(t_min), "n_paths": int(n_paths), "lim": float(lim),
-              "path_lim": float(path_lim)}
+            controls[name] = {
+                "kind": "select",
+                "label": LABELS[name],
+                "options": list(options),
+                "value": values[name],
+            }
+    config = {
+        "mixture": mixture_json(mixture),
+        "view": view,
+        "controls": controls,
+        "t_min": float(t_min),
+        "n_paths": int(n_paths),
+        "lim": float(lim),
+        "path_lim": float(path_lim),
+    }
     return LiveExplorer(config)

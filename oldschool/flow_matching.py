@@ -38,8 +38,9 @@ def _check_batch(x, what="x0"):
 # ---------------------------------------------------------------- where t is drawn
 
 
-def logit_normal_times(n, *, mean=0.0, std=1.0, generator=None, device=None,
-                       dtype=torch.float32):
+def logit_normal_times(
+    n, *, mean=0.0, std=1.0, generator=None, device=None, dtype=torch.float32
+):
     """n times t = sigmoid(mean + std z), z ~ N(0, 1): SD3's "lognorm(m, s)" (Esser et
     al. 2024, sec. 3.1; their best setting is m = 0, s = 1). More samples mid-path."""
     z = torch.randn(n, generator=generator, device=device, dtype=dtype)
@@ -82,8 +83,9 @@ def resolution_shift(num_pixels, base_pixels=256 * 256):
     return math.sqrt(num_pixels / base_pixels)
 
 
-def flux_shift(image_seq_len, base_seq_len=256, max_seq_len=4096, base_shift=0.5,
-               max_shift=1.15):
+def flux_shift(
+    image_seq_len, base_seq_len=256, max_seq_len=4096, base_shift=0.5, max_shift=1.15
+):
     """FLUX's shift: s = exp(mu) with mu linear in the number of latent tokens, from
     ``base_shift`` at ``base_seq_len`` to ``max_shift`` at ``max_seq_len`` (the defaults
     of diffusers' FLUX pipeline, ``calculate_shift``; a 1024^2 image is 4096 tokens)."""
@@ -91,8 +93,16 @@ def flux_shift(image_seq_len, base_seq_len=256, max_seq_len=4096, base_shift=0.5
     return math.exp(base_shift + slope * (image_seq_len - base_seq_len))
 
 
-def sample_times(n, path, *, sampling="uniform", shift=1.0, generator=None, device=None,
-                 dtype=torch.float32):
+def sample_times(
+    n,
+    path,
+    *,
+    sampling="uniform",
+    shift=1.0,
+    generator=None,
+    device=None,
+    dtype=torch.float32,
+):
     """n training times in [0, path.T]: "uniform" or "logit_normal" (m = 0, s = 1),
     then shifted by ``shift`` (``shift_time``).
 
@@ -103,8 +113,9 @@ def sample_times(n, path, *, sampling="uniform", shift=1.0, generator=None, devi
     elif sampling == "logit_normal":
         t = logit_normal_times(n, generator=generator, device=device, dtype=dtype)
     else:
-        raise ValueError(f"sampling must be 'uniform' or 'logit_normal', "
-                         f"got {sampling!r}")
+        raise ValueError(
+            f"sampling must be 'uniform' or 'logit_normal', got {sampling!r}"
+        )
     return shift_time(t, shift).clamp(max=path.T)
 
 
@@ -125,10 +136,13 @@ def velocity_regression(model, x0, eps, t, path):
     output = model(x_t, t)
     loss = (output - target).pow(2).flatten(1).mean(1).mean()
     with torch.no_grad():
-        eps_hat, x0_hat = nets.eps_and_x0(output.detach(), x_t, alpha, sigma,
-                                          "velocity", d_alpha, d_sigma)
-        parts = {"mse_eps": (eps_hat - eps).pow(2).mean(),
-                 "mse_x0": (x0_hat - x0).pow(2).mean()}
+        eps_hat, x0_hat = nets.eps_and_x0(
+            output.detach(), x_t, alpha, sigma, "velocity", d_alpha, d_sigma
+        )
+        parts = {
+            "mse_eps": (eps_hat - eps).pow(2).mean(),
+            "mse_x0": (x0_hat - x0).pow(2).mean(),
+        }
     return loss, parts
 
 
@@ -141,8 +155,15 @@ def cfm_loss(model, x0, path, *, sampling="uniform", shift=1.0, generator=None):
     With uniform t it is ``nets.dsm_loss(model, x0, path, "velocity")``.
     """
     _check_batch(x0)
-    t = sample_times(x0.shape[0], path, sampling=sampling, shift=shift,
-                     generator=generator, device=x0.device, dtype=x0.dtype)
+    t = sample_times(
+        x0.shape[0],
+        path,
+        sampling=sampling,
+        shift=shift,
+        generator=generator,
+        device=x0.device,
+        dtype=x0.dtype,
+    )
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     return velocity_regression(model, x0, eps, t, path)
 
@@ -153,18 +174,22 @@ def reflow_loss(model, pair, path, *, generator=None):
     x0, eps = pair
     _check_batch(x0)
     if eps.shape != x0.shape:
-        raise ValueError(f"the pair must have one shape, got {tuple(x0.shape)} "
-                         f"and {tuple(eps.shape)}")
-    t = sample_times(x0.shape[0], path, generator=generator, device=x0.device,
-                     dtype=x0.dtype)
+        raise ValueError(
+            f"the pair must have one shape, got {tuple(x0.shape)} "
+            f"and {tuple(eps.shape)}"
+        )
+    t = sample_times(
+        x0.shape[0], path, generator=generator, device=x0.device, dtype=x0.dtype
+    )
     return velocity_regression(model, x0, eps, t, path)
 
 
 # ---------------------------------------------------------------- sampling and reflow
 
 
-def integrate(sampler, path, score_fn, x, steps, *, t_min=1e-3, callback=None,
-              **options):
+def integrate(
+    sampler, path, score_fn, x, steps, *, t_min=1e-3, callback=None, **options
+):
     """Run an ODE sampler of ``oldschool.samplers`` (``ode_euler``, ``ode_heun``,
     ``ode_rk45`` with its ``options``) from T to t_min: the one call site of the
     samplers in this module and chapter 8 (recordings use ``trajectories.record``)."""
@@ -239,6 +264,7 @@ def transfer_score(score_fn, source, target):
     clipped to [0, source.T]; there both marginals are nearly N(0, sigma^2 I), and the
     ratio of the sigmas keeps the noise scale right.
     """
+
     def transferred(x, t):
         t_s = source.t_of_lam(target.lam(t)).clamp(0, source.T)
         c = append_dims(target.sigma(t) / source.sigma(t_s), x.dim())

@@ -20,11 +20,17 @@ def _sum_but_batch(x):
 
 def _check_pair(mean, logvar, what="mean/logvar"):
     if not isinstance(mean, torch.Tensor) or not isinstance(logvar, torch.Tensor):
-        raise TypeError(f"{what} must be tensors, got {type(mean).__name__} and {type(logvar).__name__}")
+        raise TypeError(
+            f"{what} must be tensors, got {type(mean).__name__} and {type(logvar).__name__}"
+        )
     if mean.shape != logvar.shape:
-        raise ValueError(f"{what} shapes differ: {tuple(mean.shape)} vs {tuple(logvar.shape)}")
+        raise ValueError(
+            f"{what} shapes differ: {tuple(mean.shape)} vs {tuple(logvar.shape)}"
+        )
     if not torch.isfinite(logvar).all():
-        raise ValueError("logvar has non-finite entries (inf or nan); clamp it before building the Gaussian")
+        raise ValueError(
+            "logvar has non-finite entries (inf or nan); clamp it before building the Gaussian"
+        )
 
 
 def gaussian_nll(x, mean, logvar):
@@ -40,7 +46,9 @@ def gaussian_nll(x, mean, logvar):
         logvar = logvar.expand_as(mean)
     _check_pair(mean, logvar)
     if x.shape != mean.shape:
-        raise ValueError(f"x has shape {tuple(x.shape)} but the Gaussian's mean has {tuple(mean.shape)}")
+        raise ValueError(
+            f"x has shape {tuple(x.shape)} but the Gaussian's mean has {tuple(mean.shape)}"
+        )
     nll = 0.5 * (LOG_2PI + logvar + (x - mean) ** 2 * torch.exp(-logvar))
     return _sum_but_batch(nll)
 
@@ -73,8 +81,15 @@ def kl_diagonal(mean1, logvar1, mean2, logvar2):
     _check_pair(mean1, logvar1, "mean1/logvar1")
     _check_pair(mean2, logvar2, "mean2/logvar2")
     if mean1.shape != mean2.shape:
-        raise ValueError(f"the two Gaussians have shapes {tuple(mean1.shape)} and {tuple(mean2.shape)}")
-    kl = 0.5 * (logvar2 - logvar1 + (torch.exp(logvar1) + (mean1 - mean2) ** 2) * torch.exp(-logvar2) - 1.0)
+        raise ValueError(
+            f"the two Gaussians have shapes {tuple(mean1.shape)} and {tuple(mean2.shape)}"
+        )
+    kl = 0.5 * (
+        logvar2
+        - logvar1
+        + (torch.exp(logvar1) + (mean1 - mean2) ** 2) * torch.exp(-logvar2)
+        - 1.0
+    )
     return _sum_but_batch(kl)
 
 
@@ -100,7 +115,12 @@ class DiagonalGaussian:
 
     def sample(self, generator=None):
         """z = mu + sigma * eps, eps ~ N(0, I) (eq. (6)); differentiable in mean and logvar."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        eps = torch.randn(
+            self.mean.shape,
+            generator=generator,
+            device=self.mean.device,
+            dtype=self.mean.dtype,
+        )
         return self.mean + self.std * eps
 
     def mode(self):
@@ -112,7 +132,9 @@ class DiagonalGaussian:
         if other is None:
             return kl_standard_normal(self.mean, self.logvar)
         if not isinstance(other, DiagonalGaussian):
-            raise TypeError(f"other must be a DiagonalGaussian or None, got {type(other).__name__}")
+            raise TypeError(
+                f"other must be a DiagonalGaussian or None, got {type(other).__name__}"
+            )
         return kl_diagonal(self.mean, self.logvar, other.mean, other.logvar)
 
     def nll(self, x):
@@ -132,9 +154,13 @@ class DiagonalGaussian:
 
 def _check_full(mean, cov, what):
     if not isinstance(mean, torch.Tensor) or not isinstance(cov, torch.Tensor):
-        raise TypeError(f"{what}: mean and cov must be tensors, got {type(mean).__name__} and {type(cov).__name__}")
+        raise TypeError(
+            f"{what}: mean and cov must be tensors, got {type(mean).__name__} and {type(cov).__name__}"
+        )
     if mean.dim() < 1 or cov.shape[-2:] != (mean.shape[-1], mean.shape[-1]):
-        raise ValueError(f"{what}: cov must be (..., D, D) for a mean of shape (..., D); got {tuple(mean.shape)} and {tuple(cov.shape)}")
+        raise ValueError(
+            f"{what}: cov must be (..., D, D) for a mean of shape (..., D); got {tuple(mean.shape)} and {tuple(cov.shape)}"
+        )
     if not (torch.isfinite(mean).all() and torch.isfinite(cov).all()):
         raise ValueError(f"{what}: mean or cov has non-finite entries")
 
@@ -157,14 +183,24 @@ def kl_multivariate(mean1, cov1, mean2, cov2):
     _check_full(mean1, cov1, "first Gaussian")
     _check_full(mean2, cov2, "second Gaussian")
     if mean1.shape[-1] != mean2.shape[-1]:
-        raise ValueError(f"the two Gaussians have dimensions {mean1.shape[-1]} and {mean2.shape[-1]}")
+        raise ValueError(
+            f"the two Gaussians have dimensions {mean1.shape[-1]} and {mean2.shape[-1]}"
+        )
     dim = mean1.shape[-1]
-    batch = torch.broadcast_shapes(mean1.shape[:-1], cov1.shape[:-2], mean2.shape[:-1], cov2.shape[:-2])
+    batch = torch.broadcast_shapes(
+        mean1.shape[:-1], cov1.shape[:-2], mean2.shape[:-1], cov2.shape[:-2]
+    )
     chol1 = _cholesky(cov1, "first Gaussian").expand(*batch, dim, dim)  # L1 L1^T = cov1
-    chol2 = _cholesky(cov2, "second Gaussian").expand(*batch, dim, dim)  # L2 L2^T = cov2
+    chol2 = _cholesky(cov2, "second Gaussian").expand(
+        *batch, dim, dim
+    )  # L2 L2^T = cov2
     diff = (mean2 - mean1).expand(*batch, dim).unsqueeze(-1)  # (..., D, 1)
-    trace = torch.linalg.solve_triangular(chol2, chol1, upper=False).pow(2).sum((-2, -1))  # ||L2^-1 L1||_F^2
-    maha = torch.linalg.solve_triangular(chol2, diff, upper=False).pow(2).sum((-2, -1))  # ||L2^-1 diff||^2
+    trace = (
+        torch.linalg.solve_triangular(chol2, chol1, upper=False).pow(2).sum((-2, -1))
+    )  # ||L2^-1 L1||_F^2
+    maha = (
+        torch.linalg.solve_triangular(chol2, diff, upper=False).pow(2).sum((-2, -1))
+    )  # ||L2^-1 diff||^2
     logdet1 = 2 * chol1.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     logdet2 = 2 * chol2.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     return 0.5 * (trace + maha - dim + logdet2 - logdet1)
@@ -181,7 +217,9 @@ def fit_gaussian(z):
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"fit_gaussian takes points of shape (N, D), got {shape}")
     if z.shape[0] <= z.shape[1]:
-        raise ValueError(f"need more points than dimensions to fit a covariance, got {tuple(z.shape)}")
+        raise ValueError(
+            f"need more points than dimensions to fit a covariance, got {tuple(z.shape)}"
+        )
     mean = z.mean(0)  # (D,)
     centred = z - mean  # (N, D)
     return mean, centred.T @ centred / z.shape[0]  # (D,), (D, D)

@@ -34,8 +34,12 @@ class LabelTokens(nn.Module):
     def __init__(self, num_classes, dim):
         super().__init__()
         self.num_classes = num_classes
-        self.start = nn.Parameter(torch.randn(1, 1, dim))  # one token shared by every label
-        self.label = nn.Embedding(num_classes + 1, dim)  # the last row is the null label
+        self.start = nn.Parameter(
+            torch.randn(1, 1, dim)
+        )  # one token shared by every label
+        self.label = nn.Embedding(
+            num_classes + 1, dim
+        )  # the last row is the null label
 
     def forward(self, labels):
         start = self.start.expand(labels.shape[0], 1, -1)  # (B, 1, dim)
@@ -66,11 +70,19 @@ class ClassConditionalUNet(nn.Module):
         return self.num_classes
 
     def check_labels(self, labels, batch):
-        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or labels.shape != (batch,):
-            raise ValueError(f"labels must be a long tensor of shape ({batch},), got {getattr(labels, 'shape', labels)}")
+        if (
+            not isinstance(labels, torch.Tensor)
+            or labels.dtype != torch.long
+            or labels.shape != (batch,)
+        ):
+            raise ValueError(
+                f"labels must be a long tensor of shape ({batch},), got {getattr(labels, 'shape', labels)}"
+            )
         if labels.min() < 0 or labels.max() > self.num_classes:
-            raise ValueError(f"labels must lie in 0..{self.num_classes} ({self.num_classes} = null), "
-                             f"got {int(labels.min())}..{int(labels.max())}")
+            raise ValueError(
+                f"labels must lie in 0..{self.num_classes} ({self.num_classes} = null), "
+                f"got {int(labels.min())}..{int(labels.max())}"
+            )
 
     def forward(self, x, t, labels):
         self.check_labels(labels, x.shape[0])
@@ -81,7 +93,9 @@ def drop_labels(labels, p_uncond, null_label, generator=None):
     """Replace each label by ``null_label`` with probability ``p_uncond`` (label dropout)."""
     if not 0.0 <= p_uncond <= 1.0:
         raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
-    drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p_uncond
+    drop = (
+        torch.rand(labels.shape, generator=generator, device=labels.device) < p_uncond
+    )
     return torch.where(drop, torch.full_like(labels, null_label), labels)
 
 
@@ -93,7 +107,9 @@ def cfg_loss(model, batch, sde, *, p_uncond=0.1, generator=None):
     """
     x0, labels = batch
     labels = drop_labels(labels, p_uncond, model.null_label, generator)
-    loss, parts = dsm_loss(lambda x_t, t: model(x_t, t, labels), x0, sde, "eps", generator=generator)
+    loss, parts = dsm_loss(
+        lambda x_t, t: model(x_t, t, labels), x0, sde, "eps", generator=generator
+    )
     return loss, {**parts, "p_null": (labels == model.null_label).float().mean()}
 
 
@@ -103,7 +119,9 @@ def guided_eps(model, labels, scale):
     def eps_fn(x, t):
         model.check_labels(labels, x.shape[0])
         null = torch.full_like(labels, model.null_label)
-        eps_cond, eps_null = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+        eps_cond, eps_null = model(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])
+        ).chunk(2)
         return eps_null + scale * (eps_cond - eps_null)
 
     return eps_fn

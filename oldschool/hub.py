@@ -18,8 +18,16 @@ HUB_HOST = "huggingface.co"
 
 # name -> (repository, file in diffusers' key layout, preset). Neither repository is gated.
 PUBLISHED_VAES = {
-    "sdxl": ("stabilityai/sdxl-vae", "diffusion_pytorch_model.safetensors", autoencoder_kl.sdxl_vae),
-    "flux": ("black-forest-labs/FLUX.1-schnell", "vae/diffusion_pytorch_model.safetensors", autoencoder_kl.flux_vae),
+    "sdxl": (
+        "stabilityai/sdxl-vae",
+        "diffusion_pytorch_model.safetensors",
+        autoencoder_kl.sdxl_vae,
+    ),
+    "flux": (
+        "black-forest-labs/FLUX.1-schnell",
+        "vae/diffusion_pytorch_model.safetensors",
+        autoencoder_kl.flux_vae,
+    ),
 }
 
 
@@ -46,7 +54,9 @@ def cached_file(name):
     repo, filename, _ = PUBLISHED_VAES[name]
     try:
         return hf_hub_download(repo, filename, local_files_only=True)
-    except Exception:  # not cached (huggingface_hub raises LocalEntryNotFoundError and kin)
+    except (
+        Exception
+    ):  # not cached (huggingface_hub raises LocalEntryNotFoundError and kin)
         return None
 
 
@@ -65,7 +75,10 @@ def load_vae_file(name, path, device="cpu"):
     _, _, preset = PUBLISHED_VAES[name]
     with torch.device("meta"):
         model = preset()
-    state_dict = {key: tensor.float() for key, tensor in load_file(str(path), device=str(device)).items()}
+    state_dict = {
+        key: tensor.float()
+        for key, tensor in load_file(str(path), device=str(device)).items()
+    }
     autoencoder_kl.load_diffusers_state_dict(model, state_dict)
     return model.eval()
 
@@ -85,10 +98,16 @@ def load_published_vae(name, device="cpu"):
         try:
             from huggingface_hub import hf_hub_download
         except ImportError as error:
-            raise RuntimeError("huggingface_hub is not installed (pip install huggingface_hub)") from error
+            raise RuntimeError(
+                "huggingface_hub is not installed (pip install huggingface_hub)"
+            ) from error
         repo, filename, _ = PUBLISHED_VAES[name]
         try:
             path = hf_hub_download(repo, filename)
-        except Exception as error:  # network, authentication and missing-file errors all end here
-            raise RuntimeError(f"downloading {repo}/{filename} failed: {error}") from error
+        except (
+            Exception
+        ) as error:  # network, authentication and missing-file errors all end here
+            raise RuntimeError(
+                f"downloading {repo}/{filename} failed: {error}"
+            ) from error
     return load_vae_file(name, path, device)

@@ -54,17 +54,29 @@ class LatentDiffusion(nn.Module):
         own); ``fit_scaling`` measures them. Buffers, so that checkpoints carry them.
     """
 
-    def __init__(self, autoencoder, denoiser, schedule, *, image_size,
-                 scaling_factor=None, shift_factor=None):
+    def __init__(
+        self,
+        autoencoder,
+        denoiser,
+        schedule,
+        *,
+        image_size,
+        scaling_factor=None,
+        shift_factor=None,
+    ):
         super().__init__()
         cfg = autoencoder.config
         f = cfg.downsampling_factor
         if not isinstance(image_size, int) or image_size < 1 or image_size % f:
-            raise ValueError(f"image_size must be a positive int divisible by the "
-                             f"autoencoder's factor {f}, got {image_size!r}")
+            raise ValueError(
+                f"image_size must be a positive int divisible by the "
+                f"autoencoder's factor {f}, got {image_size!r}"
+            )
         if not hasattr(denoiser, "null_label"):
-            raise TypeError("denoiser needs a null_label (the unconditional label), "
-                            "as guidance.ClassConditionalUNet has")
+            raise TypeError(
+                "denoiser needs a null_label (the unconditional label), "
+                "as guidance.ClassConditionalUNet has"
+            )
         self.autoencoder = autoencoder.eval().requires_grad_(False)  # the first stage
         self.denoiser = denoiser
         self.schedule = schedule
@@ -86,14 +98,16 @@ class LatentDiffusion(nn.Module):
     def _check_images(self, x):
         shape = (self.autoencoder.config.in_channels, self.image_size, self.image_size)
         if not isinstance(x, torch.Tensor) or tuple(x.shape)[1:] != shape:
-            raise ValueError(f"images must be (B, {', '.join(map(str, shape))}), "
-                             f"got {_shape_of(x)}")
+            raise ValueError(
+                f"images must be (B, {', '.join(map(str, shape))}), got {_shape_of(x)}"
+            )
 
     def _check_latents(self, z):
         shape = self.latent_shape
         if not isinstance(z, torch.Tensor) or tuple(z.shape)[1:] != shape:
-            raise ValueError(f"latents must be (B, {', '.join(map(str, shape))}), "
-                             f"got {_shape_of(z)}")
+            raise ValueError(
+                f"latents must be (B, {', '.join(map(str, shape))}), got {_shape_of(z)}"
+            )
 
     @torch.no_grad()
     def fit_scaling(self, x, with_shift=False, batch_size=512):
@@ -140,8 +154,13 @@ class LatentDiffusion(nn.Module):
         """
         z0, labels = batch
         self._check_latents(z0)
-        return guidance.cfg_loss(self.denoiser, (z0, labels), self.schedule,
-                                 p_uncond=p_uncond, generator=generator)
+        return guidance.cfg_loss(
+            self.denoiser,
+            (z0, labels),
+            self.schedule,
+            p_uncond=p_uncond,
+            generator=generator,
+        )
 
     def guided_score(self, labels, guidance_scale):
         """score(z, t) of the guided eps = eps_null + w (eps_label - eps_null)."""
@@ -149,8 +168,17 @@ class LatentDiffusion(nn.Module):
         return nets.score_fn_from_model(eps_fn, self.schedule, "eps")  # -eps / sigma(t)
 
     @torch.no_grad()
-    def sample(self, labels, *, guidance_scale, steps, sampler, generator=None,
-               callback=None, return_latents=False):
+    def sample(
+        self,
+        labels,
+        *,
+        guidance_scale,
+        steps,
+        sampler,
+        generator=None,
+        callback=None,
+        return_latents=False,
+    ):
         """Images for ``labels`` (B,): z_T from the prior, ``sampler``, then decode.
 
         sampler: a function of ``oldschool.samplers`` (shared signature), run on the
@@ -162,15 +190,22 @@ class LatentDiffusion(nn.Module):
             raise TypeError(f"labels must be a long tensor (B,), got {type(labels)}")
         self.denoiser.check_labels(labels, len(labels))
         if not callable(sampler):
-            raise TypeError(f"sampler must be a function of oldschool.samplers, "
-                            f"got {type(sampler).__name__}")
+            raise TypeError(
+                f"sampler must be a function of oldschool.samplers, "
+                f"got {type(sampler).__name__}"
+            )
         shape = (len(labels), *self.latent_shape)
         dtype = self.scaling_factor.dtype
-        z_T = self.schedule.prior_sample(shape, generator=generator,  # (B, C, h, w)
-                                         device=labels.device, dtype=dtype)
+        z_T = self.schedule.prior_sample(
+            shape,
+            generator=generator,  # (B, C, h, w)
+            device=labels.device,
+            dtype=dtype,
+        )
         score_fn = self.guided_score(labels, guidance_scale)
-        z_0 = sampler(self.schedule, score_fn, z_T, steps, callback=callback,
-                      generator=generator)
+        z_0 = sampler(
+            self.schedule, score_fn, z_T, steps, callback=callback, generator=generator
+        )
         images = self.decode(z_0)  # (B, C_x, H, W)
         return (images, z_0) if return_latents else images
 
@@ -189,24 +224,33 @@ class LatentDiffusion(nn.Module):
         t_batch = torch.full((len(x),), float(t), device=x.device, dtype=x.dtype)
         z_t, _ = self.schedule.perturb(z0, t_batch, generator=generator)
         moments = torch.cat([posterior.mean, posterior.logvar], 1)
-        stages = [("image x", x), ("q(z|x): mean and log-variance", moments),
-                  ("latent z (mean of q)", posterior.mean),
-                  ("scaled latent z_0 = (z - shift) scale", z0),
-                  ("noised latent z_t", z_t)]
+        stages = [
+            ("image x", x),
+            ("q(z|x): mean and log-variance", moments),
+            ("latent z (mean of q)", posterior.mean),
+            ("scaled latent z_0 = (z - shift) scale", z0),
+            ("noised latent z_t", z_t),
+        ]
         if hasattr(self.denoiser, "tokens"):
             stages.append(("context: the label's tokens", self.denoiser.tokens(labels)))
         eps_hat = self.denoiser(z_t, t_batch, labels)
         stages.append(("U-Net output eps_hat(z_t, t, y)", eps_hat))
-        z_T = self.schedule.prior_sample(z0.shape, generator=generator, device=x.device,
-                                         dtype=x.dtype)
-        z_sampled = sampler(self.schedule, self.guided_score(labels, 1.0), z_T, 1,
-                            generator=generator)
-        stages += [("prior noise z_T", z_T), ("sampler output z_0", z_sampled),
-                   ("decoded image", self.decode(z_sampled))]
+        z_T = self.schedule.prior_sample(
+            z0.shape, generator=generator, device=x.device, dtype=x.dtype
+        )
+        z_sampled = sampler(
+            self.schedule, self.guided_score(labels, 1.0), z_T, 1, generator=generator
+        )
+        stages += [
+            ("prior noise z_T", z_T),
+            ("sampler output z_0", z_sampled),
+            ("decoded image", self.decode(z_sampled)),
+        ]
         return [(name, tuple(tensor.shape)) for name, tensor in stages]
 
 
 # ---- checkpoints ---------------------------------------------------------------------
+
 
 def save_checkpoint(model, path):
     """Write the state dict (autoencoder, denoiser, scaling) to a safetensors file."""
@@ -228,5 +272,6 @@ def load_checkpoint(model, path):
 
     if not isinstance(model, LatentDiffusion):
         raise TypeError(f"model must be a LatentDiffusion, got {type(model).__name__}")
-    return checkpoints.load_renamed(model, load_file(str(path)), key_map=(),
-                                    what=CHECKPOINT_NAME)
+    return checkpoints.load_renamed(
+        model, load_file(str(path)), key_map=(), what=CHECKPOINT_NAME
+    )

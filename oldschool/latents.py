@@ -71,14 +71,24 @@ def unpack_latents(tokens, height, width):
     ``height`` and ``width`` are those of the latent grid (not of the image).
     """
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3:
-        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        shape = (
+            tuple(tokens.shape)
+            if isinstance(tokens, torch.Tensor)
+            else type(tokens).__name__
+        )
         raise ValueError(f"tokens must be a tensor (B, N, 4C), got {shape}")
     if height % 2 or width % 2:
-        raise ValueError(f"height and width of the latent grid must be even, got {height}x{width}")
+        raise ValueError(
+            f"height and width of the latent grid must be even, got {height}x{width}"
+        )
     B, N, D = tokens.shape
     if N != (height // 2) * (width // 2) or D % 4:
-        raise ValueError(f"{N} tokens of {D} numbers do not make a {height}x{width} grid of 2x2 patches")
-    patches = tokens.view(B, height // 2, width // 2, D // 4, 2, 2)  # (B, i, j, C, dy, dx)
+        raise ValueError(
+            f"{N} tokens of {D} numbers do not make a {height}x{width} grid of 2x2 patches"
+        )
+    patches = tokens.view(
+        B, height // 2, width // 2, D // 4, 2, 2
+    )  # (B, i, j, C, dy, dx)
     patches = patches.permute(0, 3, 1, 4, 2, 5)  # (B, C, i, dy, j, dx)
     return patches.reshape(B, D // 4, height, width)
 
@@ -91,12 +101,24 @@ def patch_conv_as_linear(conv):
     is a reshape, and conv(z).flatten(2).transpose(1, 2) == linear(pack_latents(z)).
     """
     kernel, stride = tuple(conv.kernel_size), tuple(conv.stride)
-    if kernel != (2, 2) or stride != (2, 2) or conv.padding not in ((0, 0), "valid") or conv.groups != 1:
-        raise ValueError(f"expected a 2x2 conv with stride 2, no padding, one group; got kernel {kernel}, "
-                         f"stride {stride}, padding {conv.padding}, groups {conv.groups}")
+    if (
+        kernel != (2, 2)
+        or stride != (2, 2)
+        or conv.padding not in ((0, 0), "valid")
+        or conv.groups != 1
+    ):
+        raise ValueError(
+            f"expected a 2x2 conv with stride 2, no padding, one group; got kernel {kernel}, "
+            f"stride {stride}, padding {conv.padding}, groups {conv.groups}"
+        )
     D, C = conv.out_channels, conv.in_channels
-    linear = torch.nn.Linear(4 * C, D, bias=conv.bias is not None,
-                             device=conv.weight.device, dtype=conv.weight.dtype)
+    linear = torch.nn.Linear(
+        4 * C,
+        D,
+        bias=conv.bias is not None,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
     with torch.no_grad():
         linear.weight.copy_(conv.weight.reshape(D, 4 * C))
         if conv.bias is not None:

@@ -34,9 +34,17 @@ class LinearGaussian:
             raise ValueError(f"W must be a (D, k) tensor, got {shape}")
         if not isinstance(b, torch.Tensor) or tuple(b.shape) != (W.shape[0],):
             shape = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
-            raise ValueError(f"b must have shape ({W.shape[0]},) to match W of shape {tuple(W.shape)}, got {shape}")
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0):
-            raise ValueError(f"s (the decoder's standard deviation) must be a positive finite number, got {s!r}")
+            raise ValueError(
+                f"b must have shape ({W.shape[0]},) to match W of shape {tuple(W.shape)}, got {shape}"
+            )
+        if (
+            isinstance(s, bool)
+            or not isinstance(s, (int, float))
+            or not (math.isfinite(s) and s > 0)
+        ):
+            raise ValueError(
+                f"s (the decoder's standard deviation) must be a positive finite number, got {s!r}"
+            )
         self.W, self.b, self.s = W, b, float(s)
 
     @classmethod
@@ -60,32 +68,69 @@ class LinearGaussian:
     # -- checks at the public boundary -------------------------------------------------------
 
     def _check_x(self, x):
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.data_dim:
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.dim() != 2
+            or x.shape[1] != self.data_dim
+        ):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must have shape (N, {self.data_dim}), got {shape}")
 
     def _check_q(self, x, q_mean, q_cov):
         k = self.latent_dim
-        if not isinstance(q_mean, torch.Tensor) or tuple(q_mean.shape) != (x.shape[0], k):
-            shape = tuple(q_mean.shape) if isinstance(q_mean, torch.Tensor) else type(q_mean).__name__
-            raise ValueError(f"q_mean must have shape ({x.shape[0]}, {k}), one mean per data point, got {shape}")
-        if not isinstance(q_cov, torch.Tensor) or tuple(q_cov.shape) not in ((k, k), (x.shape[0], k, k)):
-            shape = tuple(q_cov.shape) if isinstance(q_cov, torch.Tensor) else type(q_cov).__name__
-            raise ValueError(f"q_cov must have shape ({k}, {k}) or ({x.shape[0]}, {k}, {k}), got {shape}")
+        if not isinstance(q_mean, torch.Tensor) or tuple(q_mean.shape) != (
+            x.shape[0],
+            k,
+        ):
+            shape = (
+                tuple(q_mean.shape)
+                if isinstance(q_mean, torch.Tensor)
+                else type(q_mean).__name__
+            )
+            raise ValueError(
+                f"q_mean must have shape ({x.shape[0]}, {k}), one mean per data point, got {shape}"
+            )
+        if not isinstance(q_cov, torch.Tensor) or tuple(q_cov.shape) not in (
+            (k, k),
+            (x.shape[0], k, k),
+        ):
+            shape = (
+                tuple(q_cov.shape)
+                if isinstance(q_cov, torch.Tensor)
+                else type(q_cov).__name__
+            )
+            raise ValueError(
+                f"q_cov must have shape ({k}, {k}) or ({x.shape[0]}, {k}, {k}), got {shape}"
+            )
 
     # -- the model -----------------------------------------------------------------------------
 
     def sample(self, n, generator=None):
         """n draws (x, z) from the joint: z ~ N(0, I), then x ~ N(W z + b, s^2 I)."""
-        z = torch.randn(n, self.latent_dim, generator=generator, dtype=self.W.dtype, device=self.W.device)
-        noise = torch.randn(n, self.data_dim, generator=generator, dtype=self.W.dtype, device=self.W.device)
+        z = torch.randn(
+            n,
+            self.latent_dim,
+            generator=generator,
+            dtype=self.W.dtype,
+            device=self.W.device,
+        )
+        noise = torch.randn(
+            n,
+            self.data_dim,
+            generator=generator,
+            dtype=self.W.dtype,
+            device=self.W.device,
+        )
         return z @ self.W.T + self.b + self.s * noise, z  # (n, D), (n, k)
 
     def log_likelihood(self, x, z):
         """log p(x|z) = log N(x; W z + b, s^2 I), notes eq. (4) with a linear decoder; shape (N,)."""
         self._check_x(x)
         residual = x - z @ self.W.T - self.b  # (N, D)
-        return -0.5 * (self.data_dim * (LOG_2PI + 2 * math.log(self.s)) + residual.pow(2).sum(-1) / self.s**2)
+        return -0.5 * (
+            self.data_dim * (LOG_2PI + 2 * math.log(self.s))
+            + residual.pow(2).sum(-1) / self.s**2
+        )
 
     def marginal(self):
         """p(x) = N(b, W W^T + s^2 I): the integral of eq. (2), done in closed form."""
@@ -97,7 +142,9 @@ class LinearGaussian:
         self._check_x(x)
         mean, cov = self.marginal()
         chol = torch.linalg.cholesky(cov)  # (D, D)
-        maha = torch.linalg.solve_triangular(chol, (x - mean).T, upper=False).pow(2).sum(0)  # (N,)
+        maha = (
+            torch.linalg.solve_triangular(chol, (x - mean).T, upper=False).pow(2).sum(0)
+        )  # (N,)
         logdet = 2 * chol.diagonal().log().sum()
         return -0.5 * (self.data_dim * LOG_2PI + logdet + maha)
 
@@ -120,9 +167,13 @@ class LinearGaussian:
         self._check_x(x)
         self._check_q(x, q_mean, q_cov)
         residual = x - q_mean @ self.W.T - self.b  # (N, D)
-        spread = (self.W @ q_cov @ self.W.T).diagonal(dim1=-2, dim2=-1).sum(-1)  # tr(W C W^T): () or (N,)
-        expected_ll = -0.5 * (self.data_dim * (LOG_2PI + 2 * math.log(self.s))
-                              + (residual.pow(2).sum(-1) + spread) / self.s**2)
+        spread = (
+            (self.W @ q_cov @ self.W.T).diagonal(dim1=-2, dim2=-1).sum(-1)
+        )  # tr(W C W^T): () or (N,)
+        expected_ll = -0.5 * (
+            self.data_dim * (LOG_2PI + 2 * math.log(self.s))
+            + (residual.pow(2).sum(-1) + spread) / self.s**2
+        )
         zeros = torch.zeros_like(q_mean[0])
         eye = torch.eye(self.latent_dim, dtype=q_mean.dtype, device=q_mean.device)
         return expected_ll - kl_multivariate(q_mean, q_cov, zeros, eye)
@@ -136,12 +187,23 @@ class LinearGaussian:
         self._check_q(x, q_mean, q_cov)
         n, k = q_mean.shape
         chol = torch.linalg.cholesky(q_cov)  # (k, k) or (N, k, k)
-        eps = torch.randn(n_samples, n, k, generator=generator, dtype=q_mean.dtype, device=q_mean.device)
+        eps = torch.randn(
+            n_samples,
+            n,
+            k,
+            generator=generator,
+            dtype=q_mean.dtype,
+            device=q_mean.device,
+        )
         z = q_mean + (chol @ eps.unsqueeze(-1)).squeeze(-1)  # (S, N, k)
-        log_lik = self.log_likelihood(x.expand(n_samples, -1, -1).reshape(-1, self.data_dim), z.reshape(-1, k))
+        log_lik = self.log_likelihood(
+            x.expand(n_samples, -1, -1).reshape(-1, self.data_dim), z.reshape(-1, k)
+        )
         log_prior = -0.5 * (k * LOG_2PI + z.pow(2).sum(-1))  # (S, N)
         logdet = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # () or (N,)
-        log_q = -0.5 * (k * LOG_2PI + logdet + eps.pow(2).sum(-1))  # (S, N): (z - m)^T C^-1 (z - m) = ||eps||^2
+        log_q = -0.5 * (
+            k * LOG_2PI + logdet + eps.pow(2).sum(-1)
+        )  # (S, N): (z - m)^T C^-1 (z - m) = ||eps||^2
         w = log_lik.view(n_samples, n) + log_prior - log_q  # (S, N)
         return w.mean(0), w.std(0) / math.sqrt(n_samples)
 
@@ -166,8 +228,12 @@ class LinearGaussian:
         self._check_x(x)
         n, k = x.shape[0], self.latent_dim
         mean = torch.zeros(n, k, dtype=x.dtype, device=x.device, requires_grad=True)
-        log_diag = torch.zeros(n, k, dtype=x.dtype, device=x.device, requires_grad=True)  # log of L's diagonal
-        lower = torch.zeros(n, k, k, dtype=x.dtype, device=x.device, requires_grad=not diagonal)  # L below it
+        log_diag = torch.zeros(
+            n, k, dtype=x.dtype, device=x.device, requires_grad=True
+        )  # log of L's diagonal
+        lower = torch.zeros(
+            n, k, k, dtype=x.dtype, device=x.device, requires_grad=not diagonal
+        )  # L below it
 
         def covariance():
             chol = torch.diag_embed(log_diag.exp())  # (N, k, k)

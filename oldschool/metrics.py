@@ -13,7 +13,11 @@ DATA_RANGE = 2.0  # images live in [-1, 1]
 def _check_pair(x, y):
     for name, images in (("x", x), ("y", y)):
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            shape = (
+                tuple(images.shape)
+                if isinstance(images, torch.Tensor)
+                else type(images).__name__
+            )
             raise ValueError(f"{name} must be images (B, C, H, W), got {shape}")
     if x.shape != y.shape:
         raise ValueError(f"x and y shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
@@ -32,10 +36,15 @@ def ssim(x, y):
 
     _check_pair(x, y)
     if min(x.shape[-2:]) < 7:
-        raise ValueError(f"SSIM's 7x7 window needs images of at least 7x7 pixels, got {tuple(x.shape[-2:])}")
+        raise ValueError(
+            f"SSIM's 7x7 window needs images of at least 7x7 pixels, got {tuple(x.shape[-2:])}"
+        )
     a = x.detach().double().cpu().permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
     b = y.detach().double().cpu().permute(0, 2, 3, 1).numpy()
-    values = [structural_similarity(ai, bi, data_range=DATA_RANGE, channel_axis=-1) for ai, bi in zip(a, b)]
+    values = [
+        structural_similarity(ai, bi, data_range=DATA_RANGE, channel_axis=-1)
+        for ai, bi in zip(a, b)
+    ]
     return torch.tensor(values, dtype=torch.float32)
 
 
@@ -48,9 +57,15 @@ def gaussian_blur(x, sigma):
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()  # (2r+1,), separable: blur rows, then columns
     C = x.shape[1]
-    padded = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="reflect")
-    rows = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
-    return torch.nn.functional.conv2d(rows, kernel.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
+    padded = torch.nn.functional.pad(
+        x, (radius, radius, radius, radius), mode="reflect"
+    )
+    rows = torch.nn.functional.conv2d(
+        padded, kernel.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C
+    )
+    return torch.nn.functional.conv2d(
+        rows, kernel.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C
+    )
 
 
 def add_noise(x, sigma, generator=None):
@@ -75,7 +90,9 @@ def equal_mse_distortions(photo, top, left, size, shift=2, generator=None):
     the crop equals the shifted crop's. Returns (images dict, strengths dict).
     """
     if left + shift + size > photo.shape[-1] or top + size > photo.shape[-2]:
-        raise ValueError(f"a {size}x{size} crop at ({top}, {left}) shifted by {shift} leaves the photo {tuple(photo.shape[-2:])}")
+        raise ValueError(
+            f"a {size}x{size} crop at ({top}, {left}) shifted by {shift} leaves the photo {tuple(photo.shape[-2:])}"
+        )
     x = photo[..., top : top + size, left : left + size]
     shifted = photo[..., top : top + size, left + shift : left + shift + size]
     mse = lambda y: float((x - y).pow(2).mean())
@@ -83,9 +100,15 @@ def equal_mse_distortions(photo, top, left, size, shift=2, generator=None):
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     blur_sigma = _bisect(lambda s: mse(gaussian_blur(x, s)), target, 0.05, 20.0)
     noise_sigma = _bisect(lambda s: mse((x + s * eps).clamp(-1, 1)), target, 0.0, 2.0)
-    images = {"original": x, "blur": gaussian_blur(x, blur_sigma),
-              "noise": (x + noise_sigma * eps).clamp(-1, 1), "shift": shifted}
+    images = {
+        "original": x,
+        "blur": gaussian_blur(x, blur_sigma),
+        "noise": (x + noise_sigma * eps).clamp(-1, 1),
+        "shift": shifted,
+    }
     for kind in ("blur", "noise"):
         if abs(mse(images[kind]) - target) > 0.01 * target:
-            raise ValueError(f"{kind} cannot reach the shift's MSE {target:.4g} on this crop; pick a crop with more texture")
+            raise ValueError(
+                f"{kind} cannot reach the shift's MSE {target:.4g} on this crop; pick a crop with more texture"
+            )
     return images, {"blur": blur_sigma, "noise": noise_sigma, "shift": shift}

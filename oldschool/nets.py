@@ -45,21 +45,34 @@ PARAMETERIZATIONS = ("eps", "x0", "v", "score", "velocity")
 
 def _check_times(t, batch, what="t"):
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{what} must be a tensor of shape ({batch},), got {type(t).__name__}")
+        raise TypeError(
+            f"{what} must be a tensor of shape ({batch},), got {type(t).__name__}"
+        )
     if t.shape != (batch,):
-        raise ValueError(f"{what} must have shape ({batch},) (one time per sample), got {tuple(t.shape)}")
+        raise ValueError(
+            f"{what} must have shape ({batch},) (one time per sample), got {tuple(t.shape)}"
+        )
 
 
 def _check_parameterization(parameterization):
     if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        raise ValueError(
+            f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
+        )
 
 
 # ---------------------------------------------------------------- time embeddings
 
 
-def sinusoidal_embedding(t, dim, *, flip_sin_to_cos=False, downscale_freq_shift=1.0, scale=1.0,
-                         max_period=10000.0):
+def sinusoidal_embedding(
+    t,
+    dim,
+    *,
+    flip_sin_to_cos=False,
+    downscale_freq_shift=1.0,
+    scale=1.0,
+    max_period=10000.0,
+):
     """Sinusoidal embedding of times t (B,) -> (B, dim) (Vaswani et al. 2017; Ho et al. 2020).
 
     With half = dim // 2 the frequencies are geometric from 1 down towards 1 / max_period,
@@ -77,13 +90,19 @@ def sinusoidal_embedding(t, dim, *, flip_sin_to_cos=False, downscale_freq_shift=
         raise ValueError(f"dim must be an int >= 2, got {dim!r}")
     half = dim // 2
     if half - downscale_freq_shift <= 0:
-        raise ValueError(f"dim={dim} with downscale_freq_shift={downscale_freq_shift} leaves no frequency range")
+        raise ValueError(
+            f"dim={dim} with downscale_freq_shift={downscale_freq_shift} leaves no frequency range"
+        )
     dtype = t.dtype if t.is_floating_point() else torch.float32
     i = torch.arange(half, device=t.device, dtype=torch.float32)
-    omega = torch.exp(-math.log(max_period) * i / (half - downscale_freq_shift))  # (half,)
+    omega = torch.exp(
+        -math.log(max_period) * i / (half - downscale_freq_shift)
+    )  # (half,)
     angle = scale * (t.float()[:, None] * omega[None, :])  # (B, half)
     sin, cos = torch.sin(angle), torch.cos(angle)
-    embedding = torch.cat([cos, sin] if flip_sin_to_cos else [sin, cos], dim=-1)  # (B, 2 half)
+    embedding = torch.cat(
+        [cos, sin] if flip_sin_to_cos else [sin, cos], dim=-1
+    )  # (B, 2 half)
     if dim % 2 == 1:
         embedding = F.pad(embedding, (0, 1))  # (B, dim)
     return embedding.to(dtype)
@@ -92,11 +111,23 @@ def sinusoidal_embedding(t, dim, *, flip_sin_to_cos=False, downscale_freq_shift=
 class SinusoidalEmbedding(nn.Module):
     """``sinusoidal_embedding`` as a module (no parameters), keeping its options."""
 
-    def __init__(self, dim, *, flip_sin_to_cos=False, downscale_freq_shift=1.0, scale=1.0, max_period=10000.0):
+    def __init__(
+        self,
+        dim,
+        *,
+        flip_sin_to_cos=False,
+        downscale_freq_shift=1.0,
+        scale=1.0,
+        max_period=10000.0,
+    ):
         super().__init__()
         self.dim = dim
-        self.options = dict(flip_sin_to_cos=flip_sin_to_cos, downscale_freq_shift=downscale_freq_shift,
-                            scale=scale, max_period=max_period)
+        self.options = dict(
+            flip_sin_to_cos=flip_sin_to_cos,
+            downscale_freq_shift=downscale_freq_shift,
+            scale=scale,
+            max_period=max_period,
+        )
 
     def forward(self, t):
         return sinusoidal_embedding(t, self.dim, **self.options)
@@ -113,13 +144,17 @@ class GaussianFourierEmbedding(nn.Module):
         super().__init__()
         if not isinstance(dim, int) or dim < 2 or dim % 2:
             raise ValueError(f"dim must be an even int >= 2, got {dim!r}")
-        self.register_buffer("w", scale * torch.randn(dim // 2, generator=generator))  # (dim/2,)
+        self.register_buffer(
+            "w", scale * torch.randn(dim // 2, generator=generator)
+        )  # (dim/2,)
 
     def forward(self, t):
         if not isinstance(t, torch.Tensor) or t.dim() != 1:
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"t must be a 1-D tensor of times (B,), got {shape}")
-        angle = 2 * math.pi * t[:, None].to(self.w.dtype) * self.w[None, :]  # (B, dim/2)
+        angle = (
+            2 * math.pi * t[:, None].to(self.w.dtype) * self.w[None, :]
+        )  # (B, dim/2)
         return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)  # (B, dim)
 
 
@@ -132,7 +167,9 @@ class TimestepEmbedder(nn.Module):
     def __init__(self, embedding, embed_dim, hidden):
         super().__init__()
         self.embedding = embedding  # a module t (B,) -> (B, embed_dim)
-        self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.mlp = nn.Sequential(
+            nn.Linear(embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+        )
 
     def forward(self, t):
         return self.mlp(self.embedding(t))  # (B, hidden)
@@ -164,7 +201,12 @@ class ScoreMLP(nn.Module):
 
     def __init__(self, dim=2, hidden=128, layers=3, embed_dim=64, time_embedding=None):
         super().__init__()
-        for name, value in (("dim", dim), ("hidden", hidden), ("layers", layers), ("embed_dim", embed_dim)):
+        for name, value in (
+            ("dim", dim),
+            ("hidden", hidden),
+            ("layers", layers),
+            ("embed_dim", embed_dim),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.dim = dim
@@ -201,8 +243,10 @@ def _coefficients(sde, t, ndim):
 
 def _needs_derivatives(parameterization, d_alpha, d_sigma):
     if parameterization == "velocity" and (d_alpha is None or d_sigma is None):
-        raise ValueError("the velocity parameterization needs d_alpha and d_sigma (the path's "
-                         "alpha'(t) and sigma'(t))")
+        raise ValueError(
+            "the velocity parameterization needs d_alpha and d_sigma (the path's "
+            "alpha'(t) and sigma'(t))"
+        )
 
 
 def targets(x0, eps, alpha, sigma, d_alpha=None, d_sigma=None):
@@ -215,7 +259,12 @@ def targets(x0, eps, alpha, sigma, d_alpha=None, d_sigma=None):
     Liu et al. 2023: eps - x0 on the linear path).
     """
     r = torch.sqrt(alpha**2 + sigma**2)
-    out = {"eps": eps, "x0": x0, "v": (alpha * eps - sigma * x0) / r, "score": -eps / sigma}
+    out = {
+        "eps": eps,
+        "x0": x0,
+        "v": (alpha * eps - sigma * x0) / r,
+        "score": -eps / sigma,
+    }
     if d_alpha is not None and d_sigma is not None:
         out["velocity"] = d_alpha * x0 + d_sigma * eps
     return out
@@ -253,8 +302,17 @@ def eps_and_x0(output, x_t, alpha, sigma, parameterization, d_alpha=None, d_sigm
     return eps, x0
 
 
-def dsm_loss(model, x0, sde, parameterization="eps", t_min=1e-3, generator=None, *, t=None,
-             weighting="own"):
+def dsm_loss(
+    model,
+    x0,
+    sde,
+    parameterization="eps",
+    t_min=1e-3,
+    generator=None,
+    *,
+    t=None,
+    weighting="own",
+):
     """Denoising loss: E_{t, x0, noise} w(t) || model(x_t, t) - target ||^2, as (loss, parts).
 
     t ~ U(t_min, T) (T = ``sde.T``, 1 when absent), noise ~ N(0, I), x_t = alpha_t x0 + sigma_t noise
@@ -288,24 +346,34 @@ def dsm_loss(model, x0, sde, parameterization="eps", t_min=1e-3, generator=None,
     else:
         _check_times(t, batch)
         if (t < 0).any() or (t > T).any():
-            raise ValueError(f"t must lie in [0, T={T}], got values in [{float(t.min()):.3g}, {float(t.max()):.3g}]")
+            raise ValueError(
+                f"t must lie in [0, T={T}], got values in [{float(t.min()):.3g}, {float(t.max()):.3g}]"
+            )
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     alpha, sigma, d_alpha, d_sigma = _coefficients(sde, t, x0.dim())  # each (B, 1, ...)
     x_t = alpha * x0 + sigma * noise  # the fixed encoder q(x_t | x_0)
 
     output = model(x_t, t)
     if output.shape != x0.shape:
-        raise ValueError(f"the model returned shape {tuple(output.shape)}, expected {tuple(x0.shape)}")
+        raise ValueError(
+            f"the model returned shape {tuple(output.shape)}, expected {tuple(x0.shape)}"
+        )
     target = targets(x0, noise, alpha, sigma, d_alpha, d_sigma)[parameterization]
     per_sample = (output - target).pow(2).flatten(1).mean(1)  # (B,)
     if weighting == "eps":
-        per_sample = per_sample * eps_weight(alpha.flatten(), sigma.flatten(), parameterization,
-                                             d_alpha.flatten(), d_sigma.flatten())
+        per_sample = per_sample * eps_weight(
+            alpha.flatten(),
+            sigma.flatten(),
+            parameterization,
+            d_alpha.flatten(),
+            d_sigma.flatten(),
+        )
     loss = per_sample.mean()
 
     with torch.no_grad():
-        eps_hat, x0_hat = eps_and_x0(output.detach(), x_t, alpha, sigma, parameterization,
-                                     d_alpha, d_sigma)
+        eps_hat, x0_hat = eps_and_x0(
+            output.detach(), x_t, alpha, sigma, parameterization, d_alpha, d_sigma
+        )
         parts = {
             "mse_eps": (eps_hat - noise).pow(2).mean(),
             "mse_x0": (x0_hat - x0).pow(2).mean(),
@@ -325,8 +393,12 @@ def eps_weight(alpha, sigma, parameterization, d_alpha=None, d_sigma=None):
     _needs_derivatives(parameterization, d_alpha, d_sigma)
     if parameterization == "velocity":
         return (alpha / (alpha * d_sigma - sigma * d_alpha)) ** 2
-    return {"eps": torch.ones_like(alpha), "x0": alpha**2 / sigma**2,
-            "v": alpha**2 / (alpha**2 + sigma**2), "score": sigma**2}[parameterization]
+    return {
+        "eps": torch.ones_like(alpha),
+        "x0": alpha**2 / sigma**2,
+        "v": alpha**2 / (alpha**2 + sigma**2),
+        "score": sigma**2,
+    }[parameterization]
 
 
 @torch.no_grad()
@@ -345,8 +417,13 @@ def prediction_errors(model, x0, sde, t, parameterization="eps", generator=None)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = alpha * x0 + sigma * noise
     output = model(x_t, t)
-    eps_hat, x0_hat = eps_and_x0(output, x_t, alpha, sigma, parameterization, *coefficients[2:])
-    predicted, truth = targets(x0_hat, eps_hat, *coefficients), targets(x0, noise, *coefficients)
+    eps_hat, x0_hat = eps_and_x0(
+        output, x_t, alpha, sigma, parameterization, *coefficients[2:]
+    )
+    predicted, truth = (
+        targets(x0_hat, eps_hat, *coefficients),
+        targets(x0, noise, *coefficients),
+    )
     return {q: (predicted[q] - truth[q]).pow(2).mean() for q in PARAMETERIZATIONS}
 
 
@@ -368,7 +445,9 @@ def score_fn_from_model(model, sde, parameterization="eps"):
         if parameterization == "score":
             return output
         alpha, sigma, d_alpha, d_sigma = _coefficients(sde, t, x.dim())
-        eps_hat, _ = eps_and_x0(output, x, alpha, sigma, parameterization, d_alpha, d_sigma)
+        eps_hat, _ = eps_and_x0(
+            output, x, alpha, sigma, parameterization, d_alpha, d_sigma
+        )
         return -eps_hat / sigma
 
     return score_fn

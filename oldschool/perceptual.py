@@ -27,7 +27,9 @@ def trunk_weights_cached(net):
     """Whether torchvision's ImageNet weights for ``net`` are already in the torch.hub cache."""
     if net not in TRUNK_FILES:
         raise ValueError(f"net must be one of {sorted(TRUNK_FILES)}, got {net!r}")
-    return os.path.exists(os.path.join(torch.hub.get_dir(), "checkpoints", TRUNK_FILES[net]))
+    return os.path.exists(
+        os.path.join(torch.hub.get_dir(), "checkpoints", TRUNK_FILES[net])
+    )
 
 
 def _build_lpips(net, pretrained_backbone):
@@ -50,7 +52,9 @@ class LPIPS(nn.Module):
         builds a random trunk from ``seed`` (the linear heads stay the shipped, calibrated ones).
     """
 
-    def __init__(self, net="alex", pretrained_backbone=True, allow_download=True, seed=0):
+    def __init__(
+        self, net="alex", pretrained_backbone=True, allow_download=True, seed=0
+    ):
         super().__init__()
         if net not in TRUNK_FILES:
             raise ValueError(f"net must be one of {sorted(TRUNK_FILES)}, got {net!r}")
@@ -58,13 +62,17 @@ class LPIPS(nn.Module):
         self.pretrained_backbone = bool(pretrained_backbone)
         if self.pretrained_backbone:
             if not trunk_weights_cached(net) and not allow_download:
-                raise RuntimeError(f"the ImageNet weights of LPIPS' {net} trunk are not cached "
-                                   f"({TRUNK_FILES[net]}) and downloading is not allowed")
+                raise RuntimeError(
+                    f"the ImageNet weights of LPIPS' {net} trunk are not cached "
+                    f"({TRUNK_FILES[net]}) and downloading is not allowed"
+                )
             try:
                 self.lpips = _build_lpips(net, pretrained_backbone=True)
             except OSError as error:  # urllib's URLError and socket errors are OSErrors
-                raise RuntimeError(f"could not download the ImageNet weights of LPIPS' {net} trunk ({error}); "
-                                   "offline, pass pretrained_backbone=False for a random trunk") from error
+                raise RuntimeError(
+                    f"could not download the ImageNet weights of LPIPS' {net} trunk ({error}); "
+                    "offline, pass pretrained_backbone=False for a random trunk"
+                ) from error
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -73,22 +81,42 @@ class LPIPS(nn.Module):
 
     def describe(self):
         """A label to print beside every number this metric gives."""
-        trunk = "ImageNet" if self.pretrained_backbone else "random (offline: not the calibrated metric)"
+        trunk = (
+            "ImageNet"
+            if self.pretrained_backbone
+            else "random (offline: not the calibrated metric)"
+        )
         return f"LPIPS-{self.net_name}, {trunk} trunk"
 
     def forward(self, x, y, check_range=True):
         """LPIPS(x, y) per image, (B,). Images (B, 3, H, W) in [-1, 1] (checked unless told not to)."""
         for name, images in (("x", x), ("y", y)):
-            if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-                shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-                raise ValueError(f"LPIPS takes RGB images (B, 3, H, W); {name} has shape {shape}")
+            if (
+                not isinstance(images, torch.Tensor)
+                or images.dim() != 4
+                or images.shape[1] != 3
+            ):
+                shape = (
+                    tuple(images.shape)
+                    if isinstance(images, torch.Tensor)
+                    else type(images).__name__
+                )
+                raise ValueError(
+                    f"LPIPS takes RGB images (B, 3, H, W); {name} has shape {shape}"
+                )
             if check_range and (images.min() < -1.0 or images.max() > 1.0):
-                raise ValueError(f"LPIPS expects values in [-1, 1]; {name} spans "
-                                 f"[{float(images.min()):.3g}, {float(images.max()):.3g}]")
+                raise ValueError(
+                    f"LPIPS expects values in [-1, 1]; {name} spans "
+                    f"[{float(images.min()):.3g}, {float(images.max()):.3g}]"
+                )
         if x.shape != y.shape:
-            raise ValueError(f"x and y shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
+            raise ValueError(
+                f"x and y shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}"
+            )
         if min(x.shape[-2:]) < 32:
-            raise ValueError(f"LPIPS needs images of at least 32x32 pixels, got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"LPIPS needs images of at least 32x32 pixels, got {tuple(x.shape[-2:])}"
+            )
         return self.lpips(x, y).flatten()  # (B,)
 
 
@@ -97,8 +125,10 @@ def lpips_with_fallback(net="alex", allow_download=True, seed=0):
     try:
         return LPIPS(net, pretrained_backbone=True, allow_download=allow_download)
     except RuntimeError as error:
-        print(f"LPIPS-{net}: {error}.\n  Falling back to a RANDOM {net} trunk: its numbers rank images by "
-              "random features, not by the calibrated perceptual distance.")
+        print(
+            f"LPIPS-{net}: {error}.\n  Falling back to a RANDOM {net} trunk: its numbers rank images by "
+            "random features, not by the calibrated perceptual distance."
+        )
         return LPIPS(net, pretrained_backbone=False, seed=seed)
 
 
@@ -114,10 +144,14 @@ class KLAutoencoderLoss(nn.Module):
     on after 50k steps with an adaptive weight) is not here. Returns ``(loss, parts)``.
     """
 
-    def __init__(self, perceptual=None, perceptual_weight=1.0, kl_weight=1e-6, logvar_init=0.0):
+    def __init__(
+        self, perceptual=None, perceptual_weight=1.0, kl_weight=1e-6, logvar_init=0.0
+    ):
         super().__init__()
         if perceptual is None and perceptual_weight:
-            raise ValueError("perceptual_weight > 0 needs an LPIPS module (perceptual=...)")
+            raise ValueError(
+                "perceptual_weight > 0 needs an LPIPS module (perceptual=...)"
+            )
         if not kl_weight >= 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
         self.perceptual = perceptual
@@ -127,9 +161,13 @@ class KLAutoencoderLoss(nn.Module):
 
     def forward(self, x, x_hat, posterior):
         if not isinstance(posterior, DiagonalGaussian):
-            raise TypeError(f"posterior must be a DiagonalGaussian, got {type(posterior).__name__}")
+            raise TypeError(
+                f"posterior must be a DiagonalGaussian, got {type(posterior).__name__}"
+            )
         if x.shape != x_hat.shape:
-            raise ValueError(f"x and x_hat shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
+            raise ValueError(
+                f"x and x_hat shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}"
+            )
         l1 = (x - x_hat).abs()  # (B, C, H, W)
         rec = l1
         lpips_value = torch.zeros(x.shape[0], device=x.device)
@@ -141,6 +179,11 @@ class KLAutoencoderLoss(nn.Module):
         kl = posterior.kl()  # (B,), summed over latent elements
         loss = (nll + self.kl_weight * kl).mean()
         n_latent = posterior.mean[0].numel()
-        parts = {"nll": nll.mean().detach(), "l1": l1.mean().detach(), "lpips": lpips_value.mean().detach(),
-                 "kl_per_element": (kl.mean() / n_latent).detach(), "logvar": self.logvar.detach()}
+        parts = {
+            "nll": nll.mean().detach(),
+            "l1": l1.mean().detach(),
+            "lpips": lpips_value.mean().detach(),
+            "kl_per_element": (kl.mean() / n_latent).detach(),
+            "logvar": self.logvar.detach(),
+        }
         return loss, parts

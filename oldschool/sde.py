@@ -53,20 +53,30 @@ class GaussianPath:
         """``t`` as a float tensor (on ``like``'s device and dtype when given), checked to lie in [0, T]."""
         if isinstance(t, torch.Tensor):
             if not t.is_floating_point():
-                raise TypeError(f"t must be a floating-point tensor, got dtype {t.dtype}")
+                raise TypeError(
+                    f"t must be a floating-point tensor, got dtype {t.dtype}"
+                )
         elif isinstance(t, (int, float)):
-            t = torch.tensor(float(t), dtype=torch.float64 if like is None else like.dtype)
+            t = torch.tensor(
+                float(t), dtype=torch.float64 if like is None else like.dtype
+            )
         else:
             raise TypeError(f"t must be a float or a tensor, got {type(t).__name__}")
         if like is not None:
             t = t.to(device=like.device, dtype=like.dtype)
             if t.dim() == 1 and t.shape[0] != like.shape[0]:
-                raise ValueError(f"t has shape {tuple(t.shape)} but x has batch size {like.shape[0]}")
+                raise ValueError(
+                    f"t has shape {tuple(t.shape)} but x has batch size {like.shape[0]}"
+                )
             if t.dim() > 1:
-                raise ValueError(f"t must be a scalar or shaped (batch,), got shape {tuple(t.shape)}")
+                raise ValueError(
+                    f"t must be a scalar or shaped (batch,), got shape {tuple(t.shape)}"
+                )
         if torch.isnan(t).any() or (t < 0).any() or (t > self.T).any():
-            raise ValueError(f"t must lie in [0, T={self.T}], got values in "
-                             f"[{t.min().item():.4g}, {t.max().item():.4g}]")
+            raise ValueError(
+                f"t must lie in [0, T={self.T}], got values in "
+                f"[{t.min().item():.4g}, {t.max().item():.4g}]"
+            )
         return t
 
     # alpha(t), sigma(t), f(t) and g2(t) come from the subclass.
@@ -110,18 +120,24 @@ class GaussianPath:
     def perturb(self, x0, t, generator=None):
         """A draw x_t = alpha(t) x0 + sigma(t) eps of the forward marginal; returns (x_t, eps)."""
         mean, sigma = self.marginal(x0, t)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        eps = torch.randn(
+            x0.shape, generator=generator, device=x0.device, dtype=x0.dtype
+        )
         return mean + sigma * eps, eps
 
     def prior_sample(self, shape, generator=None, device=None, dtype=torch.float32):
         """Samples of the prior p_T = N(0, prior_std^2 I), the sampler's starting point."""
-        return self.prior_std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return self.prior_std * torch.randn(
+            shape, generator=generator, device=device, dtype=dtype
+        )
 
     def prior_log_prob(self, z):
         """log N(z | 0, prior_std^2 I), summed over all but the batch dim."""
         d = z[0].numel()
         sq = (z / self.prior_std).flatten(1).pow(2).sum(1)
-        return -0.5 * sq - d * math.log(self.prior_std) - 0.5 * d * math.log(2 * math.pi)
+        return (
+            -0.5 * sq - d * math.log(self.prior_std) - 0.5 * d * math.log(2 * math.pi)
+        )
 
     def reverse(self, score_fn, probability_flow=False):
         """The reverse-time SDE (eq. (17)) or, with ``probability_flow``, the ODE of eq. (18)."""
@@ -146,7 +162,9 @@ class VPSDE(GaussianPath):
 
     def __init__(self, beta_min=0.1, beta_max=20.0):
         if not 0 <= beta_min < beta_max:
-            raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+            raise ValueError(
+                f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}"
+            )
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
     def beta(self, t):
@@ -167,7 +185,9 @@ class VPSDE(GaussianPath):
         return torch.exp(self.log_alpha(t))
 
     def sigma(self, t):
-        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))  # sqrt(1 - alpha^2), exact near 0
+        return torch.sqrt(
+            -torch.expm1(2 * self.log_alpha(t))
+        )  # sqrt(1 - alpha^2), exact near 0
 
     def lam(self, t):
         log_alpha = self.log_alpha(t)
@@ -213,7 +233,9 @@ class VESDE(GaussianPath):
 
     def __init__(self, sigma_min=0.01, sigma_max=50.0):
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+            raise ValueError(
+                f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"
+            )
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.prior_std = self.sigma_max
 
@@ -225,7 +247,9 @@ class VESDE(GaussianPath):
         return torch.zeros_like(self.check_time(t))  # no drift
 
     def g2(self, t):
-        return self.noise_scale(t) ** 2 * (2 * math.log(self.sigma_max / self.sigma_min))
+        return self.noise_scale(t) ** 2 * (
+            2 * math.log(self.sigma_max / self.sigma_min)
+        )
 
     def alpha(self, t):
         return torch.ones_like(self.check_time(t))
@@ -257,8 +281,10 @@ class LinearPath(GaussianPath):
 
     def __init__(self, t_max=0.999):
         if not 0.5 < t_max < 1.0:
-            raise ValueError(f"t_max must lie in (0.5, 1) (f = -1/(1 - t) is infinite at 1), "
-                             f"got {t_max!r}")
+            raise ValueError(
+                f"t_max must lie in (0.5, 1) (f = -1/(1 - t) is infinite at 1), "
+                f"got {t_max!r}"
+            )
         self.T = float(t_max)
 
     def alpha(self, t):
@@ -289,7 +315,9 @@ class LinearPath(GaussianPath):
         return torch.sigmoid(-0.5 * lam)
 
 
-def ddpm_betas(beta_start=0.00085, beta_end=0.012, num_steps=1000, kind="scaled_linear"):
+def ddpm_betas(
+    beta_start=0.00085, beta_end=0.012, num_steps=1000, kind="scaled_linear"
+):
     """The discrete betas of a DDPM schedule, float64, shape (num_steps,).
 
     "linear": DDPM's linspace(beta_start, beta_end) (Ho et al. 2020 used 1e-4 to 0.02).
@@ -299,11 +327,18 @@ def ddpm_betas(beta_start=0.00085, beta_end=0.012, num_steps=1000, kind="scaled_
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     if not 0 < beta_start <= beta_end < 1:
-        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+        raise ValueError(
+            f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}"
+        )
     if kind == "linear":
         return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
     if kind == "scaled_linear":
-        return torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2
+        return (
+            torch.linspace(
+                beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64
+            )
+            ** 2
+        )
     raise ValueError(f"unknown schedule kind {kind!r}; use 'linear' or 'scaled_linear'")
 
 
@@ -326,7 +361,9 @@ class DiscreteVP(GaussianPath):
         self.num_steps = len(betas)
         self.alpha_bar = torch.cumprod(1 - self.betas, 0)  # (N,)
         zero = self.betas.new_zeros(1)
-        self._log_alpha_bar = torch.cat([zero, torch.log(self.alpha_bar)])  # (N + 1,) at t = 0, 1/N, ..., 1
+        self._log_alpha_bar = torch.cat(
+            [zero, torch.log(self.alpha_bar)]
+        )  # (N + 1,) at t = 0, 1/N, ..., 1
 
     @classmethod
     def stable_diffusion(cls):
@@ -374,7 +411,9 @@ class DiscreteVP(GaussianPath):
         """Invert the piecewise-linear log alpha_bar: log alpha_bar = log sigmoid(lam)."""
         target = F.logsigmoid(lam.double())  # log alpha_bar, decreasing in t
         table = self._log_alpha_bar.to(lam.device)  # (N + 1,), decreasing
-        n = torch.searchsorted(-table, -target).clamp(1, self.num_steps)  # table[n-1] >= target > table[n]
+        n = torch.searchsorted(-table, -target).clamp(
+            1, self.num_steps
+        )  # table[n-1] >= target > table[n]
         frac = (target - table[n - 1]) / (table[n] - table[n - 1])
         return ((n - 1 + frac) / self.num_steps).to(lam.dtype)
 
@@ -391,7 +430,11 @@ class ReverseSDE:
     def __init__(self, forward, score_fn, probability_flow=False):
         if not callable(score_fn):
             raise TypeError("score_fn must be callable as score_fn(x, t)")
-        self.forward, self.score_fn, self.probability_flow = forward, score_fn, probability_flow
+        self.forward, self.score_fn, self.probability_flow = (
+            forward,
+            score_fn,
+            probability_flow,
+        )
         self.T = forward.T
 
     def sde(self, x, t):
@@ -401,7 +444,11 @@ class ReverseSDE:
         drift, diffusion = self.forward.sde(x, t)
         score = self.score_fn(x, t)
         if score.shape != x.shape:
-            raise ValueError(f"score_fn returned shape {tuple(score.shape)} for x of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"score_fn returned shape {tuple(score.shape)} for x of shape {tuple(x.shape)}"
+            )
         weight = 0.5 if self.probability_flow else 1.0
         drift = drift - weight * diffusion**2 * score
-        return drift, torch.zeros_like(diffusion) if self.probability_flow else diffusion
+        return drift, torch.zeros_like(
+            diffusion
+        ) if self.probability_flow else diffusion

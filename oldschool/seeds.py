@@ -22,7 +22,9 @@ from scipy import stats
 def _check_values(values, what="values"):
     values = [float(v) for v in values]
     if len(values) < 2:
-        raise ValueError(f"{what}: need at least 2 seeds for a spread, got {len(values)}")
+        raise ValueError(
+            f"{what}: need at least 2 seeds for a spread, got {len(values)}"
+        )
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"{what} must be finite, got {values}")
     return values
@@ -75,7 +77,9 @@ class Comparison:
 
     def __str__(self):
         d = self.difference
-        return f"{d.mean:+.3g} ± {d.sd:.2g} (se {d.se:.2g}, n = {d.n}, t = {self.t:.1f})"
+        return (
+            f"{d.mean:+.3g} ± {d.sd:.2g} (se {d.se:.2g}, n = {d.n}, t = {self.t:.1f})"
+        )
 
 
 def compare(a, b, level=0.95):
@@ -86,7 +90,9 @@ def compare(a, b, level=0.95):
     """
     a, b = _check_values(a, "a"), _check_values(b, "b")
     if len(a) != len(b):
-        raise ValueError(f"a and b need one value per seed each, got {len(a)} and {len(b)}")
+        raise ValueError(
+            f"a and b need one value per seed each, got {len(a)} and {len(b)}"
+        )
     if not 0.5 < level < 1.0:
         raise ValueError(f"level must be in (0.5, 1), got {level!r}")
     return Comparison(summarize([x - y for x, y in zip(a, b)]), level)

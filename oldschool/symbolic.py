@@ -16,7 +16,9 @@ def gaussian_nll_1d():
     """
     x, x_hat = sp.symbols("x x_hat", real=True)
     sigma = sp.symbols("sigma", positive=True)
-    density = sp.exp(-((x - x_hat) ** 2) / (2 * sigma**2)) / sp.sqrt(2 * sp.pi * sigma**2)
+    density = sp.exp(-((x - x_hat) ** 2) / (2 * sigma**2)) / sp.sqrt(
+        2 * sp.pi * sigma**2
+    )
     return sp.expand_log(-sp.log(density), force=True), (x, x_hat, sigma)
 
 
@@ -30,7 +32,9 @@ def gaussian_nll_nd(dim):
     sigma = sp.symbols("sigma", positive=True)
     density = sp.Integer(1)
     for x, x_hat in zip(xs, x_hats):  # independent coordinates: the density factorizes
-        density *= sp.exp(-((x - x_hat) ** 2) / (2 * sigma**2)) / sp.sqrt(2 * sp.pi * sigma**2)
+        density *= sp.exp(-((x - x_hat) ** 2) / (2 * sigma**2)) / sp.sqrt(
+            2 * sp.pi * sigma**2
+        )
     return sp.expand(sp.expand_log(-sp.log(density), force=True)), (xs, x_hats, sigma)
 
 
@@ -69,11 +73,22 @@ def prediction_maps():
     x_t, out = sp.symbols("x_t output", real=True)
     alpha, sigma = sp.symbols("alpha sigma", positive=True)
     x0, eps = sp.symbols("x_0 epsilon", real=True)
-    definitions = {"eps": eps, "x0": x0, "v": alpha * eps - sigma * x0, "score": -eps / sigma}
+    definitions = {
+        "eps": eps,
+        "x0": x0,
+        "v": alpha * eps - sigma * x0,
+        "score": -eps / sigma,
+    }
     maps = {}
     for p, p_of in definitions.items():
-        solution = sp.solve([sp.Eq(x_t, alpha * x0 + sigma * eps), sp.Eq(out, p_of)], [x0, eps], dict=True)[0]
-        maps[p] = {q: sp.simplify(q_of.subs(solution)) for q, q_of in definitions.items()}
+        solution = sp.solve(
+            [sp.Eq(x_t, alpha * x0 + sigma * eps), sp.Eq(out, p_of)],
+            [x0, eps],
+            dict=True,
+        )[0]
+        maps[p] = {
+            q: sp.simplify(q_of.subs(solution)) for q, q_of in definitions.items()
+        }
     return maps, (x_t, out, alpha, sigma)
 
 
@@ -121,10 +136,14 @@ def diffusion_step_kl():
     Chapter 4 shows kl = (SNR_s - SNR_t) / 2 * (x0 - x0_hat)^2.
     """
     x_s, x_t, x0, x0_hat = sp.symbols("x_s x_t x_0 xhat_0", real=True)
-    alpha_s, sigma_s, alpha_t, sigma_t = sp.symbols("alpha_s sigma_s alpha_t sigma_t", positive=True)
+    alpha_s, sigma_s, alpha_t, sigma_t = sp.symbols(
+        "alpha_s sigma_s alpha_t sigma_t", positive=True
+    )
     alpha_ts = alpha_t / alpha_s
     sigma_ts2 = sigma_t**2 - alpha_ts**2 * sigma_s**2  # positive when SNR_t < SNR_s
-    log_joint = -((x_s - alpha_s * x0) ** 2) / (2 * sigma_s**2) - (x_t - alpha_ts * x_s) ** 2 / (2 * sigma_ts2)
+    log_joint = -((x_s - alpha_s * x0) ** 2) / (2 * sigma_s**2) - (
+        x_t - alpha_ts * x_s
+    ) ** 2 / (2 * sigma_ts2)
     quadratic = sp.Poly(sp.expand(log_joint), x_s)  # a x_s^2 + b x_s + c
     a, b = quadratic.coeff_monomial(x_s**2), quadratic.coeff_monomial(x_s)
     posterior_var = sp.simplify(-1 / (2 * a))
@@ -133,7 +152,11 @@ def diffusion_step_kl():
     decoder_mean = posterior_mean.subs(x0, x0_hat)
     log_q = -((x_s - posterior_mean) ** 2) / (2 * posterior_var)  # equal variances: the
     log_p = -((x_s - decoder_mean) ** 2) / (2 * posterior_var)  # normalizers cancel
-    kl = sp.factor(sp.simplify(_gaussian_expectation(log_q - log_p, x_s, posterior_mean, posterior_var)))
+    kl = sp.factor(
+        sp.simplify(
+            _gaussian_expectation(log_q - log_p, x_s, posterior_mean, posterior_var)
+        )
+    )
     symbols = (x_s, x_t, x0, x0_hat, alpha_s, sigma_s, alpha_t, sigma_t)
     return posterior_mean, posterior_var, kl, symbols
 
@@ -151,11 +174,17 @@ def _expectation_under(expr, zs, densities):
     ``expr`` is expanded into a sum first; a term that does not contain z_j is multiplied by
     int density_j dz_j, which sympy integrates (to 1) once per coordinate.
     """
-    masses = [sp.integrate(density, (z, -sp.oo, sp.oo)) for z, density in zip(zs, densities)]
+    masses = [
+        sp.integrate(density, (z, -sp.oo, sp.oo)) for z, density in zip(zs, densities)
+    ]
     total = sp.Integer(0)
     for term in sp.Add.make_args(sp.expand(expr)):
         for z, density, mass in zip(zs, densities, masses):
-            term = sp.integrate(term * density, (z, -sp.oo, sp.oo)) if term.has(z) else term * mass
+            term = (
+                sp.integrate(term * density, (z, -sp.oo, sp.oo))
+                if term.has(z)
+                else term * mass
+            )
         total += term
     return total
 
@@ -173,7 +202,12 @@ def kl_gaussians_1d():
     sigma_q, sigma_p = sp.symbols("sigma_q sigma_p", positive=True)
     q, p = _normal_density(z, mu_q, sigma_q), _normal_density(z, mu_p, sigma_p)
     log_ratio = sp.expand_log(sp.log(q) - sp.log(p), force=True)
-    return sp.simplify(_expectation_under(log_ratio, [z], [q])), (mu_q, sigma_q, mu_p, sigma_p)
+    return sp.simplify(_expectation_under(log_ratio, [z], [q])), (
+        mu_q,
+        sigma_q,
+        mu_p,
+        sigma_p,
+    )
 
 
 def kl_diagonal_nd(dim):
@@ -191,8 +225,13 @@ def kl_diagonal_nd(dim):
     sigmas = sp.symbols(f"sigma_1:{dim + 1}", positive=True)
     q_factors = [_normal_density(z, mu, s) for z, mu, s in zip(zs, mus, sigmas)]
     p_factors = [_normal_density(z, 0, 1) for z in zs]
-    log_ratio = sp.expand_log(sp.log(sp.Mul(*q_factors)) - sp.log(sp.Mul(*p_factors)), force=True)
-    return sp.expand(sp.simplify(_expectation_under(log_ratio, zs, q_factors))), (mus, sigmas)
+    log_ratio = sp.expand_log(
+        sp.log(sp.Mul(*q_factors)) - sp.log(sp.Mul(*p_factors)), force=True
+    )
+    return sp.expand(sp.simplify(_expectation_under(log_ratio, zs, q_factors))), (
+        mus,
+        sigmas,
+    )
 
 
 def negative_elbo_gaussian(data_dim, latent_dim):
@@ -219,7 +258,9 @@ def _solve_moment_odes(beta, g_squared, t):
     """
     m, v = sp.Function("m"), sp.Function("v")
     alpha = sp.dsolve(sp.Eq(m(t).diff(t), -beta * m(t) / 2), m(t), ics={m(0): 1}).rhs
-    variance = sp.dsolve(sp.Eq(v(t).diff(t), -beta * v(t) + g_squared), v(t), ics={v(0): 0}).rhs
+    variance = sp.dsolve(
+        sp.Eq(v(t).diff(t), -beta * v(t) + g_squared), v(t), ics={v(0): 0}
+    ).rhs
     return sp.simplify(alpha), sp.simplify(variance)
 
 
@@ -244,7 +285,9 @@ def ve_marginal_moments():
     t, sigma_min, sigma_max = sp.symbols("t sigma_min sigma_max", positive=True)
     sigma = sigma_min * (sigma_max / sigma_min) ** t
     m, variance = _solve_moment_odes(sp.Integer(0), sp.diff(sigma**2, t), t)
-    if isinstance(variance, sp.Piecewise):  # dsolve sets the case sigma_max = sigma_min apart
+    if isinstance(
+        variance, sp.Piecewise
+    ):  # dsolve sets the case sigma_max = sigma_min apart
         variance = variance.args[0].expr
     return m, variance, (t, sigma_min, sigma_max)
 
@@ -258,9 +301,15 @@ def subvp_marginal_moments():
     """
     t, beta_min, beta_max = sp.symbols("t beta_min beta_max", positive=True)
     b = sp.symbols("B", positive=True)
-    m, variance = _solve_moment_odes(sp.Integer(1), 1 - sp.exp(-2 * b), b)  # beta = 1 in the variable B
+    m, variance = _solve_moment_odes(
+        sp.Integer(1), 1 - sp.exp(-2 * b), b
+    )  # beta = 1 in the variable B
     integral = sp.integrate(beta_min + t * (beta_max - beta_min), (t, 0, t))
-    return m.subs(b, integral), sp.factor(variance).subs(b, integral), (t, beta_min, beta_max)
+    return (
+        m.subs(b, integral),
+        sp.factor(variance).subs(b, integral),
+        (t, beta_min, beta_max),
+    )
 
 
 def fokker_planck_residuals(score_weight=sp.Rational(1, 2)):
@@ -316,7 +365,9 @@ def reverse_sde_residual():
     p, f = sp.Function("p")(x, t), sp.Function("f")(x, t)
     g = sp.Function("g")(t)
     dp_dt = -(f * p).diff(x) + g**2 / 2 * p.diff(x, 2)  # forward Fokker-Planck
-    reverse_drift = -f + g**2 * sp.diff(sp.log(p), x)  # eq. (17) with time running backwards
+    reverse_drift = -f + g**2 * sp.diff(
+        sp.log(p), x
+    )  # eq. (17) with time running backwards
     residual = -dp_dt - (-(reverse_drift * p).diff(x) + g**2 / 2 * p.diff(x, 2))
     return sp.simplify(residual), (x, t)
 

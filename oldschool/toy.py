@@ -29,7 +29,9 @@ def two_moons(n, noise=0.05, generator=None):
 
 def swiss_roll(n, noise=0.03, generator=None):
     """A 2-D spiral (the swiss roll seen from above)."""
-    turn = 1.5 * math.pi * (1.0 + 2.0 * _rand(n, generator))  # angle in [1.5 pi, 4.5 pi]
+    turn = (
+        1.5 * math.pi * (1.0 + 2.0 * _rand(n, generator))
+    )  # angle in [1.5 pi, 4.5 pi]
     points = torch.stack([turn * torch.cos(turn), turn * torch.sin(turn)], dim=1) / 15.0
     return points + noise * _randn(n, 2, generator)
 
@@ -70,7 +72,9 @@ DATASETS = {
 def sample_2d(name, n, generator=None):
     """``n`` points from the 2-D data set ``name`` (one of ``DATASETS``), shape (n, 2)."""
     if name not in DATASETS:
-        raise ValueError(f"unknown 2-D data set {name!r}; choose one of {sorted(DATASETS)}")
+        raise ValueError(
+            f"unknown 2-D data set {name!r}; choose one of {sorted(DATASETS)}"
+        )
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     return DATASETS[name](n, generator=generator)
@@ -98,23 +102,37 @@ class GaussianMixture:
     """
 
     def __init__(self, weights, means, covs):
-        weights, means, covs = (torch.as_tensor(v, dtype=torch.float64) for v in (weights, means, covs))
+        weights, means, covs = (
+            torch.as_tensor(v, dtype=torch.float64) for v in (weights, means, covs)
+        )
         if weights.dim() != 1:
-            raise ValueError(f"weights must have shape (K,), got {tuple(weights.shape)}")
+            raise ValueError(
+                f"weights must have shape (K,), got {tuple(weights.shape)}"
+            )
         k = weights.shape[0]
         if means.dim() != 2 or means.shape[0] != k:
-            raise ValueError(f"means must have shape (K={k}, D), got {tuple(means.shape)}")
+            raise ValueError(
+                f"means must have shape (K={k}, D), got {tuple(means.shape)}"
+            )
         d = means.shape[1]
         if covs.shape != (k, d, d):
-            raise ValueError(f"covs must have shape (K={k}, D={d}, D={d}), got {tuple(covs.shape)}")
+            raise ValueError(
+                f"covs must have shape (K={k}, D={d}, D={d}), got {tuple(covs.shape)}"
+            )
         if (weights <= 0).any() or abs(weights.sum().item() - 1.0) > 1e-6:
-            raise ValueError(f"weights must be positive and sum to 1, got {weights.tolist()}")
+            raise ValueError(
+                f"weights must be positive and sum to 1, got {weights.tolist()}"
+            )
         if not torch.allclose(covs, covs.transpose(1, 2), atol=1e-10):
             raise ValueError("every covariance must be symmetric")
-        eigvals, eigvecs = torch.linalg.eigh(covs)  # (K, D), (K, D, D); Sigma_k = U diag(lambda) U^T
+        eigvals, eigvecs = torch.linalg.eigh(
+            covs
+        )  # (K, D), (K, D, D); Sigma_k = U diag(lambda) U^T
         if (eigvals <= 0).any():
-            raise ValueError("every covariance must be positive definite; "
-                             f"smallest eigenvalue {eigvals.min().item():.3g}")
+            raise ValueError(
+                "every covariance must be positive definite; "
+                f"smallest eigenvalue {eigvals.min().item():.3g}"
+            )
         self.weights, self.means, self.covs = weights, means, covs
         self.eigvals, self.eigvecs = eigvals, eigvecs
 
@@ -133,9 +151,13 @@ class GaussianMixture:
         """``n`` samples, shape (n, D): pick k ~ w, then mu_k + U_k sqrt(lambda_k) z."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
-        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
+        k = torch.multinomial(
+            self.weights, n, replacement=True, generator=generator
+        )  # (n,)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)  # (n, D)
-        x = self.means[k] + torch.einsum("nde,ne->nd", self.eigvecs[k], self.eigvals[k].sqrt() * z)
+        x = self.means[k] + torch.einsum(
+            "nde,ne->nd", self.eigvecs[k], self.eigvals[k].sqrt() * z
+        )
         return x.to(dtype)
 
     def _check_points(self, x):
@@ -148,11 +170,17 @@ class GaussianMixture:
 
         x: (B, D); m, s2: (B,). Returns (log_joint (B, K), precision_diff (B, K, D)).
         """
-        w, mu, lam, u = (v.to(device=x.device, dtype=x.dtype) for v in
-                         (self.weights, self.means, self.eigvals, self.eigvecs))
+        w, mu, lam, u = (
+            v.to(device=x.device, dtype=x.dtype)
+            for v in (self.weights, self.means, self.eigvals, self.eigvecs)
+        )
         diff = x[:, None, :] - m[:, None, None] * mu  # (B, K, D)
-        var = m[:, None, None] ** 2 * lam + s2[:, None, None]  # (B, K, D), eigenvalues of the covariance
-        proj = torch.einsum("kde,bkd->bke", u, diff)  # (B, K, D), diff in each eigenbasis
+        var = (
+            m[:, None, None] ** 2 * lam + s2[:, None, None]
+        )  # (B, K, D), eigenvalues of the covariance
+        proj = torch.einsum(
+            "kde,bkd->bke", u, diff
+        )  # (B, K, D), diff in each eigenbasis
         maha = (proj**2 / var).sum(-1)  # (B, K)
         log_normal = -0.5 * (maha + var.log().sum(-1) + self.dim * LOG_2PI)  # (B, K)
         precision_diff = torch.einsum("kde,bke->bkd", u, proj / var)  # (B, K, D)
@@ -176,13 +204,17 @@ class GaussianMixture:
         """The mixture p_t at one time t under ``sde``: means m mu_k, covs m^2 Sigma_k + s^2 I."""
         m, s = float(sde.alpha(t)), float(sde.sigma(t))
         eye = torch.eye(self.dim, dtype=torch.float64)
-        return GaussianMixture(self.weights, m * self.means, m**2 * self.covs + s**2 * eye)
+        return GaussianMixture(
+            self.weights, m * self.means, m**2 * self.covs + s**2 * eye
+        )
 
     def coordinate(self, j):
         """The 1-D marginal of coordinate ``j``: weights w_k, means mu_kj, variances Sigma_k,jj."""
         if not 0 <= j < self.dim:
             raise ValueError(f"coordinate must lie in [0, {self.dim}), got {j!r}")
-        return GaussianMixture(self.weights, self.means[:, j:j + 1], self.covs[:, j:j + 1, j:j + 1])
+        return GaussianMixture(
+            self.weights, self.means[:, j : j + 1], self.covs[:, j : j + 1, j : j + 1]
+        )
 
     def score(self, x, t, sde):
         """The exact score grad_x log p_t(x) of the mixture diffused by ``sde`` to time t.
@@ -216,8 +248,10 @@ class GaussianMixture:
         """p(x | c) for a class c made of the given components, weights renormalized."""
         idx = torch.as_tensor(components, dtype=torch.long).reshape(-1)
         if len(idx) == 0 or idx.min() < 0 or idx.max() >= self.num_components:
-            raise ValueError(f"components must be indices in [0, {self.num_components}), "
-                             f"got {components!r}")
+            raise ValueError(
+                f"components must be indices in [0, {self.num_components}), "
+                f"got {components!r}"
+            )
         w = self.weights[idx]
         return GaussianMixture(w / w.sum(), self.means[idx], self.covs[idx])
 
@@ -225,8 +259,10 @@ class GaussianMixture:
         """Classifier-free guidance with exact scores (Ho & Salimans 2022):
         s_w = s(x) + w (s(x | c) - s(x)) = grad log [p_t(x) p_t(c | x)^w], at every t."""
         cond = self.conditional(components)
-        return lambda x, t: (self.score(x, t, sde)
-                             + scale * (cond.score(x, t, sde) - self.score(x, t, sde)))
+        return lambda x, t: (
+            self.score(x, t, sde)
+            + scale * (cond.score(x, t, sde) - self.score(x, t, sde))
+        )
 
     def class_log_posterior(self, x, components):
         """log p(c | x) at t = 0: the summed responsibilities of the class's components."""
@@ -246,18 +282,22 @@ class GaussianMixture:
         (the smallest eigenvalue of their covariance, square-rooted), shape (K,); the
         truth is ``eigvals.min(1).sqrt()``."""
         labels = self.responsibilities(x).argmax(1)
-        return torch.stack([torch.linalg.eigvalsh(torch.cov(x[labels == k].T.double()))
-                            .min().sqrt() for k in range(self.num_components)])
+        return torch.stack(
+            [
+                torch.linalg.eigvalsh(torch.cov(x[labels == k].T.double())).min().sqrt()
+                for k in range(self.num_components)
+            ]
+        )
 
     def sample_tilted(self, n, components, scale, generator=None, oversample=50):
         """``n`` draws of the tilted density p(x) p(c | x)^w / Z by sampling-importance-
         resampling: ``oversample * n`` draws of p, resampled with weights p(c | x)^w."""
         pool = self.sample(oversample * n, generator=generator, dtype=torch.float64)
         log_w = scale * self.class_log_posterior(pool, components)
-        pick = torch.multinomial(torch.softmax(log_w, 0), n, replacement=True,
-                                 generator=generator)
+        pick = torch.multinomial(
+            torch.softmax(log_w, 0), n, replacement=True, generator=generator
+        )
         return pool[pick]
-
 
     # ----------------------------------------------- chapter 8: the flow-matching velocity
 
@@ -273,10 +313,16 @@ class GaussianMixture:
         t = path.check_time(t, x)
         t = t.expand(x.shape[0]) if t.dim() == 0 else t  # (B,)
         alpha, sigma = path.alpha(t), path.sigma(t)  # (B,), (B,)
-        log_joint, precision_diff = self._components(x, alpha, sigma**2)  # (B, K), (B, K, D)
+        log_joint, precision_diff = self._components(
+            x, alpha, sigma**2
+        )  # (B, K), (B, K, D)
         r = torch.softmax(log_joint, dim=1)[:, :, None]  # (B, K, 1)
-        covs, mu = (v.to(device=x.device, dtype=x.dtype) for v in (self.covs, self.means))
-        cov_p = torch.einsum("kde,bke->bkd", covs, precision_diff)  # (B, K, D): Sigma_k P_k
+        covs, mu = (
+            v.to(device=x.device, dtype=x.dtype) for v in (self.covs, self.means)
+        )
+        cov_p = torch.einsum(
+            "kde,bke->bkd", covs, precision_diff
+        )  # (B, K, D): Sigma_k P_k
         x0_mean = (r * (mu + alpha[:, None, None] * cov_p)).sum(1)  # (B, D)
         eps_mean = (r * sigma[:, None, None] * precision_diff).sum(1)  # (B, D)
         return x0_mean, eps_mean
@@ -301,15 +347,26 @@ class GaussianMixture:
 
 def example_mixture():
     """The 2-D mixture of chapters 5 and 6: four components, unequal weights, tilted ellipses."""
+
     def tilted(std_long, std_short, angle):
         c, s = math.cos(angle), math.sin(angle)
         rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
-        return rot @ torch.diag(torch.tensor([std_long**2, std_short**2], dtype=torch.float64)) @ rot.T
+        return (
+            rot
+            @ torch.diag(torch.tensor([std_long**2, std_short**2], dtype=torch.float64))
+            @ rot.T
+        )
 
     weights = [0.4, 0.3, 0.2, 0.1]
     means = [[-0.55, -0.35], [0.55, -0.35], [0.0, 0.6], [0.6, 0.55]]
-    covs = torch.stack([tilted(0.18, 0.05, math.pi / 4), tilted(0.15, 0.06, -math.pi / 4),
-                        tilted(0.20, 0.05, 0.0), tilted(0.05, 0.05, 0.0)])
+    covs = torch.stack(
+        [
+            tilted(0.18, 0.05, math.pi / 4),
+            tilted(0.15, 0.06, -math.pi / 4),
+            tilted(0.20, 0.05, 0.0),
+            tilted(0.05, 0.05, 0.0),
+        ]
+    )
     return GaussianMixture(weights, means, covs)
 
 
@@ -324,8 +381,12 @@ def sliced_wasserstein(x, y, num_projections=256, generator=None):
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     if x.dim() != 2 or x.shape != y.shape:
-        raise ValueError(f"need two point clouds of the same shape (B, D), got {tuple(x.shape)} and {tuple(y.shape)}")
-    directions = torch.randn(x.shape[1], num_projections, generator=generator, dtype=torch.float64)
+        raise ValueError(
+            f"need two point clouds of the same shape (B, D), got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    directions = torch.randn(
+        x.shape[1], num_projections, generator=generator, dtype=torch.float64
+    )
     directions = directions / directions.norm(dim=0, keepdim=True)  # (D, P)
     px = (x.double() @ directions.to(x.device)).sort(dim=0).values  # (B, P)
     py = (y.double() @ directions.to(y.device)).sort(dim=0).values

@@ -78,10 +78,14 @@ def _batch_sampler(data, batch_size, generator, device):
         return lambda: _to(data(batch_size, generator), device)
     tensors = data if isinstance(data, (tuple, list)) else (data,)
     if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
-        raise TypeError("data must be a tensor, a tuple of tensors, or a callable(batch_size, generator)")
+        raise TypeError(
+            "data must be a tensor, a tuple of tensors, or a callable(batch_size, generator)"
+        )
     n = tensors[0].shape[0]
     if any(t.shape[0] != n for t in tensors):
-        raise ValueError(f"data tensors disagree on length: {[t.shape[0] for t in tensors]}")
+        raise ValueError(
+            f"data tensors disagree on length: {[t.shape[0] for t in tensors]}"
+        )
     tensors = [t.to(device) for t in tensors]
 
     def sample():
@@ -98,9 +102,23 @@ def _to(batch, device):
     return batch.to(device)
 
 
-def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0, ema_decay=None,
-          ema_warmup=True, grad_clip=None, generator=None, progress=None, desc="training",
-          precision=None):
+def train(
+    model,
+    loss_fn,
+    data,
+    *,
+    steps,
+    batch_size,
+    lr=1e-3,
+    weight_decay=0.0,
+    ema_decay=None,
+    ema_warmup=True,
+    grad_clip=None,
+    generator=None,
+    progress=None,
+    desc="training",
+    precision=None,
+):
     """Train ``model`` for ``steps`` AdamW steps on random batches of ``data``; returns a History.
 
     data: a tensor (N, ...), a tuple of tensors sharing N (e.g. images and labels), or a
@@ -129,9 +147,15 @@ def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0,
     if precision is None:
         precision = config.autocast_dtype(device.type) or torch.float32
     if precision not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"precision must be torch.float32, bfloat16 or float16, got {precision!r}")
-    autocast = torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)  # float16 underflows
+        raise ValueError(
+            f"precision must be torch.float32, bfloat16 or float16, got {precision!r}"
+        )
+    autocast = torch.autocast(
+        device.type, dtype=precision, enabled=precision != torch.float32
+    )
+    scaler = torch.amp.GradScaler(
+        device.type, enabled=precision == torch.float16
+    )  # float16 underflows
 
     model.train()
     start = time.perf_counter()
@@ -154,7 +178,9 @@ def train(model, loss_fn, data, *, steps, batch_size, lr=1e-3, weight_decay=0.0,
         if ema is not None:
             ema.update(model)
         for name, value in {"loss": loss, **parts}.items():
-            history.parts.setdefault(name, []).append(float(value.detach()) if torch.is_tensor(value) else float(value))
+            history.parts.setdefault(name, []).append(
+                float(value.detach()) if torch.is_tensor(value) else float(value)
+            )
         if step % 100 == 0:
             bar.set_postfix(loss=f"{loss.item():.4g}")
     model.eval()

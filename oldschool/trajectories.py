@@ -27,16 +27,28 @@ def _axes(ax, figsize=(4, 4)):
 def record(sampler, sde, score_fn, x, steps, **kwargs):
     """Run ``sampler`` and keep every state: returns (ts (steps + 1,), xs (steps + 1, B, ...))."""
     ts, xs = [], []
-    sampler(sde, score_fn, x, steps, callback=lambda i, t, xi: (ts.append(float(t)), xs.append(xi.cpu())),
-            **kwargs)
+    sampler(
+        sde,
+        score_fn,
+        x,
+        steps,
+        callback=lambda i, t, xi: (ts.append(float(t)), xs.append(xi.cpu())),
+        **kwargs,
+    )
     return torch.tensor(ts, dtype=torch.float64), torch.stack(xs)
 
 
 def record_forward(sde, x0, steps, *, t_end=None, generator=None):
     """Simulate the forward SDE from data ``x0`` and keep every state: (ts, xs) as ``record``."""
     ts, xs = [], []
-    samplers.forward_euler_maruyama(sde, x0, steps, t_end=t_end, generator=generator,
-                                    callback=lambda i, t, xi: (ts.append(float(t)), xs.append(xi.cpu())))
+    samplers.forward_euler_maruyama(
+        sde,
+        x0,
+        steps,
+        t_end=t_end,
+        generator=generator,
+        callback=lambda i, t, xi: (ts.append(float(t)), xs.append(xi.cpu())),
+    )
     return torch.tensor(ts, dtype=torch.float64), torch.stack(xs)
 
 
@@ -60,8 +72,19 @@ def density_over_time(mixture, sde, ts, grid, coordinate=0, normalize=False):
     return torch.stack(rows)
 
 
-def plot_paths(ts, xs, ax=None, coordinate=0, n_paths=20, density=None, grid=None, sde=None,
-               normalize=False, color="white", title=None):
+def plot_paths(
+    ts,
+    xs,
+    ax=None,
+    coordinate=0,
+    n_paths=20,
+    density=None,
+    grid=None,
+    sde=None,
+    normalize=False,
+    color="white",
+    title=None,
+):
     """One coordinate of ``n_paths`` trajectories against t, over a density image.
 
     density: (len(times), len(grid)) from ``density_over_time`` on times that span the same
@@ -69,15 +92,26 @@ def plot_paths(ts, xs, ax=None, coordinate=0, n_paths=20, density=None, grid=Non
     """
     ax = _axes(ax, figsize=(5, 3))
     if density is not None:
-        if ts[0] > ts[-1]:  # a reverse trajectory: the density rows run from T down to eps
+        if (
+            ts[0] > ts[-1]
+        ):  # a reverse trajectory: the density rows run from T down to eps
             density = density.flip(0)
-        ax.imshow(density.T.numpy(), origin="lower", aspect="auto", cmap="magma",
-                  extent=(float(ts.min()), float(ts.max()), float(grid[0]), float(grid[-1])))
+        ax.imshow(
+            density.T.numpy(),
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            extent=(float(ts.min()), float(ts.max()), float(grid[0]), float(grid[-1])),
+        )
     scale = torch.tensor([_scale(sde, t, normalize) for t in ts]) if normalize else 1.0
-    paths = xs[:, :n_paths, coordinate].double() / (scale[:, None] if normalize else 1.0)  # (steps + 1, n_paths)
+    paths = xs[:, :n_paths, coordinate].double() / (
+        scale[:, None] if normalize else 1.0
+    )  # (steps + 1, n_paths)
     ax.plot(ts.numpy(), paths.numpy(), color=color, lw=0.6, alpha=0.7)
     ax.set_xlabel("t")
-    ax.set_ylabel(f"$x_{coordinate + 1}$" + (r" / $\sqrt{m^2 + s^2}$" if normalize else ""))
+    ax.set_ylabel(
+        f"$x_{coordinate + 1}$" + (r" / $\sqrt{m^2 + s^2}$" if normalize else "")
+    )
     if grid is not None:
         ax.set_ylim(float(grid[0]), float(grid[-1]))
     if title:
@@ -89,7 +123,9 @@ def plot_density_2d(mixture, ax=None, lim=1.3, n=120, cmap="Greys"):
     """Filled contours of a 2-D mixture's density on [-lim, lim]^2."""
     ax = _axes(ax)
     axis = torch.linspace(-lim, lim, n, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)  # (n*n, 2)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(
+        -1, 2
+    )  # (n*n, 2)
     density = mixture.log_prob(grid).exp().reshape(n, n)
     ax.contourf(axis.numpy(), axis.numpy(), density.numpy(), levels=12, cmap=cmap)
     ax.set_aspect("equal")
@@ -111,7 +147,9 @@ def plot_points(x, ax=None, lim=1.3, color="C0", s=2, title=None, background=Non
     return ax
 
 
-def plot_score_field(score_fn, t, ax=None, lim=1.3, n=17, color="C0", sde=None, scale=30.0, label=None):
+def plot_score_field(
+    score_fn, t, ax=None, lim=1.3, n=17, color="C0", sde=None, scale=30.0, label=None
+):
     """Arrows of score_fn(x, t) on an n x n grid of 2-D points.
 
     With ``sde`` the arrows are s(t) * score, the score in units of the noise (what an
@@ -121,14 +159,25 @@ def plot_score_field(score_fn, t, ax=None, lim=1.3, n=17, color="C0", sde=None, 
     """
     ax = _axes(ax)
     axis = torch.linspace(-lim, lim, n)
-    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)  # (n*n, 2)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(
+        -1, 2
+    )  # (n*n, 2)
     t_batch = torch.full((len(grid),), float(t))
     with torch.no_grad():
         arrows = score_fn(grid, t_batch).float()  # (n*n, 2)
     if sde is not None:
         arrows = arrows * sde.sigma(t_batch).float()[:, None]
-    ax.quiver(grid[:, 0], grid[:, 1], arrows[:, 0], arrows[:, 1], color=color, scale=scale, label=label,
-              angles="xy", width=0.004)
+    ax.quiver(
+        grid[:, 0],
+        grid[:, 1],
+        arrows[:, 0],
+        arrows[:, 1],
+        color=color,
+        scale=scale,
+        label=label,
+        angles="xy",
+        width=0.004,
+    )
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
@@ -149,7 +198,13 @@ def plot_error_vs_nfe(results, ax=None, reference_slopes=(1, 2), title=None):
     for p in reference_slopes:
         n1 = max(all_nfe)
         ax.loglog([n0, n1], [e0, e0 * (n0 / n1) ** p], "k--", lw=0.8, alpha=0.6)
-        ax.annotate(f"slope -{p}", (n1, e0 * (n0 / n1) ** p), fontsize=8, ha="right", va="bottom")
+        ax.annotate(
+            f"slope -{p}",
+            (n1, e0 * (n0 / n1) ** p),
+            fontsize=8,
+            ha="right",
+            va="bottom",
+        )
     ax.set_xlabel("number of score evaluations (NFE)")
     ax.set_ylabel("error at t = t_min")
     ax.legend(fontsize=8)
@@ -176,24 +231,47 @@ def plot_grids(sde, grids, ax=None, title=None):
     return ax
 
 
-def animate(ts, xs, mixture, sde, *, lim=1.3, frames=30, n_paths=20, normalize=True, title="", interval=150,
-            dpi=60):
+def animate(
+    ts,
+    xs,
+    mixture,
+    sde,
+    *,
+    lim=1.3,
+    frames=30,
+    n_paths=20,
+    normalize=True,
+    title="",
+    interval=150,
+    dpi=60,
+):
     """A two-panel animation: particles over the exact p_t (left), coordinate-1 paths in t (right).
 
     ts, xs: a recorded trajectory (``record`` / ``record_forward``), in either time direction.
     Returns a ``FuncAnimation``; pass it to ``to_html`` for the static page.
     """
     index = torch.linspace(0, len(ts) - 1, min(frames, len(ts))).round().long().tolist()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(7.5, 3.3), dpi=dpi, gridspec_kw={"width_ratios": [1, 1.4]})
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(7.5, 3.3), dpi=dpi, gridspec_kw={"width_ratios": [1, 1.4]}
+    )
     n = 60
     axis = torch.linspace(-lim, lim, n, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
 
     def density_image(t):
         c = _scale(sde, t, normalize)
-        return (mixture.diffused(float(t), sde).log_prob(c * grid).exp() * c**2).reshape(n, n).numpy()
+        return (
+            (mixture.diffused(float(t), sde).log_prob(c * grid).exp() * c**2)
+            .reshape(n, n)
+            .numpy()
+        )
 
-    image = left.imshow(density_image(ts[0]), origin="lower", extent=(-lim, lim, -lim, lim), cmap="Greys")
+    image = left.imshow(
+        density_image(ts[0]),
+        origin="lower",
+        extent=(-lim, lim, -lim, lim),
+        cmap="Greys",
+    )
     points = left.scatter([], [], s=3, color="C1", linewidths=0)
     left.set_xlim(-lim, lim)
     left.set_ylim(-lim, lim)
@@ -217,7 +295,9 @@ def animate(ts, xs, mixture, sde, *, lim=1.3, frames=30, n_paths=20, normalize=T
         left.set_title(f"{title}  t = {float(ts[i]):.3f}")
         return [image, points, *lines]
 
-    return animation.FuncAnimation(fig, update, frames=len(index), interval=interval, blit=False)
+    return animation.FuncAnimation(
+        fig, update, frames=len(index), interval=interval, blit=False
+    )
 
 
 def to_html(anim):

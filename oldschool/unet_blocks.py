@@ -22,8 +22,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .autoencoder_kl import Upsample  # the VAE decoder's block, reused by the up path: nearest x2, then a 3x3 conv
-
 
 class TimestepEmbedding(nn.Module):
     """The MLP that turns the sinusoidal features into the embedding every ResBlock receives."""
@@ -45,7 +43,9 @@ class ResBlock(nn.Module):
     where skip is a 1x1 conv when the channel count changes (Ho et al. 2020, App. B).
     """
 
-    def __init__(self, in_channels, out_channels, *, temb_channels, groups, eps, dropout=0.0):
+    def __init__(
+        self, in_channels, out_channels, *, temb_channels, groups, eps, dropout=0.0
+    ):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -53,11 +53,17 @@ class ResBlock(nn.Module):
         self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.skip = (
+            nn.Conv2d(in_channels, out_channels, 1)
+            if in_channels != out_channels
+            else nn.Identity()
+        )
 
     def forward(self, x, temb):
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
-        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]  # the timestep enters here
+        h = (
+            h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        )  # the timestep enters here
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
@@ -80,7 +86,9 @@ class Attention(nn.Module):
 
     def _split_heads(self, y):
         b, n, _ = y.shape
-        return y.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, heads, n, head_dim)
+        return y.view(b, n, self.heads, self.head_dim).transpose(
+            1, 2
+        )  # (B, heads, n, head_dim)
 
     def forward(self, x, context=None):
         context = x if context is None else context
@@ -89,7 +97,9 @@ class Attention(nn.Module):
         v = self._split_heads(self.to_v(context))  # (B, h, M, d)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
         b, _, n, _ = out.shape
-        return self.to_out(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))  # (B, N, query_dim)
+        return self.to_out(
+            out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim)
+        )  # (B, N, query_dim)
 
     def weights(self, x, context=None):
         """The attention probabilities softmax(Q K^T / sqrt(d)), (B, heads, N, M), for plotting."""
@@ -120,13 +130,17 @@ class TransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.self_attn = Attention(dim, heads=heads, head_dim=head_dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.cross_attn = Attention(dim, heads=heads, head_dim=head_dim, context_dim=context_dim)
+        self.cross_attn = Attention(
+            dim, heads=heads, head_dim=head_dim, context_dim=context_dim
+        )
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
     def forward(self, x, context):
         x = x + self.self_attn(self.norm1(x))  # every pixel looks at every pixel
-        x = x + self.cross_attn(self.norm2(x), context)  # every pixel looks at the context tokens
+        x = x + self.cross_attn(
+            self.norm2(x), context
+        )  # every pixel looks at the context tokens
         return x + self.ff(self.norm3(x))
 
 
@@ -138,16 +152,24 @@ class Transformer2D(nn.Module):
     x_c -> sum_c' W_cc' x_c' + b_c; the flag only keeps the checkpoint layout.
     """
 
-    def __init__(self, channels, *, heads, depth, context_dim, groups, use_linear_projection):
+    def __init__(
+        self, channels, *, heads, depth, context_dim, groups, use_linear_projection
+    ):
         super().__init__()
         if channels % heads:
             raise ValueError(f"{channels} channels do not split into {heads} heads")
         self.use_linear_projection = use_linear_projection
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
-        Proj = nn.Linear if use_linear_projection else (lambda c_in, c_out: nn.Conv2d(c_in, c_out, 1))
+        Proj = (
+            nn.Linear
+            if use_linear_projection
+            else (lambda c_in, c_out: nn.Conv2d(c_in, c_out, 1))
+        )
         self.proj_in = Proj(channels, channels)
         block = dict(heads=heads, head_dim=channels // heads, context_dim=context_dim)
-        self.blocks = nn.ModuleList(TransformerBlock(channels, **block) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(channels, **block) for _ in range(depth)
+        )
         self.proj_out = Proj(channels, channels)
 
     def forward(self, x, context):
@@ -155,7 +177,9 @@ class Transformer2D(nn.Module):
         tokens = self.norm(x)
         if not self.use_linear_projection:
             tokens = self.proj_in(tokens)
-        tokens = tokens.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, H*W, C): one token per pixel
+        tokens = tokens.permute(0, 2, 3, 1).reshape(
+            b, h * w, c
+        )  # (B, H*W, C): one token per pixel
         if self.use_linear_projection:
             tokens = self.proj_in(tokens)
         for block in self.blocks:

@@ -28,10 +28,18 @@ from collections import defaultdict
 import torch
 import torch.nn as nn
 
-from .unet_blocks import Attention, Downsample, ResBlock, Transformer2D, Upsample
+from .autoencoder_kl import Upsample
+from .unet_blocks import Attention, Downsample, ResBlock, Transformer2D
 
-KINDS = ("conv", "time proj", "self-attention", "cross-attention", "feed-forward", "transformer other",
-         "time embedding")
+KINDS = (
+    "conv",
+    "time proj",
+    "self-attention",
+    "cross-attention",
+    "feed-forward",
+    "transformer other",
+    "time embedding",
+)
 
 
 def kind_of(name):
@@ -106,8 +114,14 @@ def trace(model, sample_shape, context_shape, *, text_embeds_dim=None, time_ids=
     ``text_embeds_dim`` gives SDXL's pooled-text width (1280) when the model has added conditioning.
     The inputs are zeros on the model's device: build the model on "meta" to trace for free.
     """
-    if len(sample_shape) != 4 or len(context_shape) != 3 or sample_shape[0] != context_shape[0]:
-        raise ValueError(f"need sample_shape (B, C, H, W) and context_shape (B, M, D), got {sample_shape}, {context_shape}")
+    if (
+        len(sample_shape) != 4
+        or len(context_shape) != 3
+        or sample_shape[0] != context_shape[0]
+    ):
+        raise ValueError(
+            f"need sample_shape (B, C, H, W) and context_shape (B, M, D), got {sample_shape}, {context_shape}"
+        )
     levels = len(model.config.block_out_channels)
     device = next(model.parameters()).device
     calls, blocks, handles = [], [], []
@@ -115,13 +129,30 @@ def trace(model, sample_shape, context_shape, *, text_embeds_dim=None, time_ids=
     def on_call(name):
         def hook(module, inputs, output):
             if isinstance(module, BLOCKS):
-                blocks.append(dict(name=name, level=level_of(name, levels), block=type(module).__name__,
-                                   in_shape=tuple(inputs[0].shape), out_shape=tuple(output.shape),
-                                   params=sum(p.numel() for p in module.parameters()),
-                                   depth=len(module.blocks) if isinstance(module, Transformer2D) else 0))
+                blocks.append(
+                    dict(
+                        name=name,
+                        level=level_of(name, levels),
+                        block=type(module).__name__,
+                        in_shape=tuple(inputs[0].shape),
+                        out_shape=tuple(output.shape),
+                        params=sum(p.numel() for p in module.parameters()),
+                        depth=len(module.blocks)
+                        if isinstance(module, Transformer2D)
+                        else 0,
+                    )
+                )
             else:
-                calls.append(dict(name=name, level=level_of(name, levels), kind=kind_of(name),
-                                  flops=_flops(module, inputs, output), out_shape=tuple(output.shape)))
+                calls.append(
+                    dict(
+                        name=name,
+                        level=level_of(name, levels),
+                        kind=kind_of(name),
+                        flops=_flops(module, inputs, output),
+                        out_shape=tuple(output.shape),
+                    )
+                )
+
         return hook
 
     for name, module in model.named_modules():
@@ -132,8 +163,10 @@ def trace(model, sample_shape, context_shape, *, text_embeds_dim=None, time_ids=
             sample, context = torch.zeros(sample_shape), torch.zeros(context_shape)
             extra = {}
             if text_embeds_dim is not None:
-                extra = dict(text_embeds=torch.zeros(sample_shape[0], text_embeds_dim),
-                             time_ids=torch.zeros(sample_shape[0], time_ids))
+                extra = dict(
+                    text_embeds=torch.zeros(sample_shape[0], text_embeds_dim),
+                    time_ids=torch.zeros(sample_shape[0], time_ids),
+                )
             model(sample, torch.zeros(sample_shape[0]), context, **extra)
     finally:
         for handle in handles:
@@ -151,7 +184,9 @@ def tally(calls, key="flops"):
 
 def by_level(totals, kinds=KINDS):
     """{level: {kind: value}} from a {(level, kind): value} tally, levels in order, kinds in ``kinds`` order."""
-    levels = sorted({lv for lv, _ in totals if lv != "time"}) + (["time"] if any(lv == "time" for lv, _ in totals) else [])
+    levels = sorted({lv for lv, _ in totals if lv != "time"}) + (
+        ["time"] if any(lv == "time" for lv, _ in totals) else []
+    )
     return {lv: {k: totals.get((lv, k), 0) for k in kinds} for lv in levels}
 
 
@@ -193,8 +228,12 @@ def conv_linear_flops(model, run):
     return total[0]
 
 
-MARKERS = {"ResBlock": ("s", "0.55"), "Transformer2D": ("D", "tab:red"), "Downsample": ("v", "tab:blue"),
-           "Upsample": ("^", "tab:green")}
+MARKERS = {
+    "ResBlock": ("s", "0.55"),
+    "Transformer2D": ("D", "tab:red"),
+    "Downsample": ("v", "tab:blue"),
+    "Upsample": ("^", "tab:green"),
+}
 
 
 def plot_path(blocks, ax, title=None):
@@ -206,7 +245,9 @@ def plot_path(blocks, ax, title=None):
     """
     xs, ys = [], []
     for i, block in enumerate(blocks):
-        y = block["level"] + {"Downsample": -0.5, "Upsample": 0.5}.get(block["block"], 0.0)
+        y = block["level"] + {"Downsample": -0.5, "Upsample": 0.5}.get(
+            block["block"], 0.0
+        )
         xs.append(i)
         ys.append(y)
         marker, colour = MARKERS[block["block"]]
@@ -214,22 +255,55 @@ def plot_path(blocks, ax, title=None):
     ax.plot(xs, ys, color="0.8", zorder=0)
     levels = sorted({b["level"] for b in blocks})
     for level in levels:
-        at_level = [i for i, b in enumerate(blocks) if b["level"] == level and b["block"] == "ResBlock"]
-        shape = next(b["out_shape"] for b in blocks if b["level"] == level and b["block"] == "ResBlock")
-        ax.plot([at_level[0], at_level[-1]], [level, level], linestyle=":", color="0.7", zorder=0)
-        ax.text(-1, level, f"{shape[2]}x{shape[3]}x{shape[1]}", ha="right", va="center", fontsize=8)
+        at_level = [
+            i
+            for i, b in enumerate(blocks)
+            if b["level"] == level and b["block"] == "ResBlock"
+        ]
+        shape = next(
+            b["out_shape"]
+            for b in blocks
+            if b["level"] == level and b["block"] == "ResBlock"
+        )
+        ax.plot(
+            [at_level[0], at_level[-1]],
+            [level, level],
+            linestyle=":",
+            color="0.7",
+            zorder=0,
+        )
+        ax.text(
+            -1,
+            level,
+            f"{shape[2]}x{shape[3]}x{shape[1]}",
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
     for i, block in enumerate(blocks):
         depth = block.get("depth", 1)
         if block["block"] == "Transformer2D" and depth > 1:
-            ax.annotate(f"x{depth}", (i, ys[i]), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+            ax.annotate(
+                f"x{depth}",
+                (i, ys[i]),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=7,
+            )
     ax.set_ylim(max(levels) + 0.8, -0.8)
     ax.set_xlim(-len(blocks) * 0.22, len(blocks))
     ax.set_yticks(levels)
     ax.set_ylabel("level (0 = highest resolution)")
     ax.set_xlabel("block, in execution order")
     ax.spines[["top", "right"]].set_visible(False)
-    handles = [ax.plot([], [], marker=m, color=c, linestyle="none")[0] for m, c in MARKERS.values()]
-    ax.legend(handles, list(MARKERS), fontsize=7, loc="upper center", ncol=2, frameon=False)
+    handles = [
+        ax.plot([], [], marker=m, color=c, linestyle="none")[0]
+        for m, c in MARKERS.values()
+    ]
+    ax.legend(
+        handles, list(MARKERS), fontsize=7, loc="upper center", ncol=2, frameon=False
+    )
     ax.set_xticks(range(0, len(blocks), 5))
     if title:
         ax.set_title(title)

@@ -21,7 +21,11 @@ def _axes(ax, figsize=(4, 4)):
 def make_grid(images, nrow=8, pad=1, pad_value=1.0):
     """Tile (N, C, H, W) images in [-1, 1] into one (H', W', C) array in [0, 1] for imshow."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        shape = (
+            tuple(images.shape)
+            if isinstance(images, torch.Tensor)
+            else type(images).__name__
+        )
         raise ValueError(f"expected images of shape (N, C, H, W), got {shape}")
     if images.shape[1] not in (1, 3):
         raise ValueError(f"expected 1 or 3 channels, got {images.shape[1]}")
@@ -39,7 +43,13 @@ def make_grid(images, nrow=8, pad=1, pad_value=1.0):
 def show_images(images, nrow=8, ax=None, title=None):
     """Show a grid of (N, C, H, W) images in [-1, 1]."""
     ax = _axes(ax)
-    ax.imshow(make_grid(images, nrow=nrow), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.imshow(
+        make_grid(images, nrow=nrow),
+        cmap="gray",
+        vmin=0.0,
+        vmax=1.0,
+        interpolation="nearest",
+    )
     ax.set_axis_off()
     if title:
         ax.set_title(title)
@@ -56,7 +66,16 @@ def latent_scatter(z, labels=None, ax=None, title=None, s=4):
     if labels is None:
         ax.scatter(z[:, 0], z[:, 1], s=s, alpha=0.6)
     else:
-        points = ax.scatter(z[:, 0], z[:, 1], c=labels.cpu(), cmap="tab10", s=s, alpha=0.8, vmin=-0.5, vmax=9.5)
+        points = ax.scatter(
+            z[:, 0],
+            z[:, 1],
+            c=labels.cpu(),
+            cmap="tab10",
+            s=s,
+            alpha=0.8,
+            vmin=-0.5,
+            vmax=9.5,
+        )
         ax.figure.colorbar(points, ax=ax, ticks=range(10), fraction=0.046)
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
@@ -88,7 +107,9 @@ def decoded_manifold(decode, lo=-3.0, hi=3.0, n=12, ax=None, title=None, device=
     """Decode an n x n grid of 2-D latents in [lo, hi]^2 (on ``device``) and show the images."""
     ax = _axes(ax, figsize=(5, 5))
     axis = torch.linspace(lo, hi, n)
-    z = torch.stack(torch.meshgrid(axis.flip(0), axis, indexing="ij"), dim=-1).view(-1, 2)  # (n*n, 2)
+    z = torch.stack(torch.meshgrid(axis.flip(0), axis, indexing="ij"), dim=-1).view(
+        -1, 2
+    )  # (n*n, 2)
     z = z[:, [1, 0]]  # x runs along columns, y up the rows
     with torch.no_grad():
         images = decode(z.to(device))

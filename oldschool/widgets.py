@@ -31,13 +31,22 @@ from .sde import VESDE, VPSDE, LinearPath, SubVPSDE
 
 REVERSE_SDE_SAMPLERS = ("euler_maruyama", "predictor_corrector", "ddpm_ancestral")
 ODE_SAMPLERS = ("ode_heun", "ode_euler", "ode_rk45", "ddim")
-PATH_GRID = torch.linspace(-2.0, 2.0, 120, dtype=torch.float64)  # the paths panels' y axis
+PATH_GRID = torch.linspace(
+    -2.0, 2.0, 120, dtype=torch.float64
+)  # the paths panels' y axis
 DENSITY_COLUMNS = 60  # time columns of the density image behind the paths
-SW_PROJECTIONS = 64  # directions of the sliced Wasserstein distance in the samples' title
+SW_PROJECTIONS = (
+    64  # directions of the sliced Wasserstein distance in the samples' title
+)
 
 
-def make_sde(kind, beta_min=DEFAULTS["beta_min"], beta_max=DEFAULTS["beta_max"],
-             sigma_min=DEFAULTS["sigma_min"], sigma_max=DEFAULTS["sigma_max"]):
+def make_sde(
+    kind,
+    beta_min=DEFAULTS["beta_min"],
+    beta_max=DEFAULTS["beta_max"],
+    sigma_min=DEFAULTS["sigma_min"],
+    sigma_max=DEFAULTS["sigma_max"],
+):
     """The forward process named ``kind`` (one of ``explorer.KINDS``) with the given schedule."""
     if kind == "VP":
         return VPSDE(beta_min, beta_max)
@@ -63,8 +72,12 @@ def density_columns(mixture, sde, times, grid=PATH_GRID):
     mean = alpha[:, None] * mixture.means[:, 0]  # (T, K)
     var = alpha[:, None] ** 2 * mixture.covs[:, 0, 0] + sigma[:, None] ** 2  # (T, K)
     x = c[:, None, None] * grid.double()[None, :, None]  # (T, G, 1)
-    log_normal = -0.5 * ((x - mean[:, None]) ** 2 / var[:, None] + var.log()[:, None] + toy.LOG_2PI)
-    return c[:, None] * torch.logsumexp(mixture.weights.log() + log_normal, dim=-1).exp()  # (T, G)
+    log_normal = -0.5 * (
+        (x - mean[:, None]) ** 2 / var[:, None] + var.log()[:, None] + toy.LOG_2PI
+    )
+    return (
+        c[:, None] * torch.logsumexp(mixture.weights.log() + log_normal, dim=-1).exp()
+    )  # (T, G)
 
 
 class TrajectoryFigure:
@@ -76,7 +89,17 @@ class TrajectoryFigure:
     (the static cells, shown with ``plt.show()``).
     """
 
-    def __init__(self, mixture, *, view="sde", t_min=1e-3, n_paths=20, lim=1.3, blit=False, dpi=72):
+    def __init__(
+        self,
+        mixture,
+        *,
+        view="sde",
+        t_min=1e-3,
+        n_paths=20,
+        lim=1.3,
+        blit=False,
+        dpi=72,
+    ):
         self.mixture, self.view, self.n_paths, self.blit = mixture, view, n_paths, blit
         figsize, ratios = (13, 3.4), {"width_ratios": [1.4, 1.4, 1]}
         if blit:
@@ -91,7 +114,11 @@ class TrajectoryFigure:
         for ax, t_lo in zip(axes[:2], (left_t, t_min)):
             extent = (t_lo, 1.0, float(PATH_GRID[0]), float(PATH_GRID[-1]))
             blank = torch.zeros(len(PATH_GRID), DENSITY_COLUMNS).numpy()
-            self.images.append(ax.imshow(blank, origin="lower", aspect="auto", cmap="magma", extent=extent))
+            self.images.append(
+                ax.imshow(
+                    blank, origin="lower", aspect="auto", cmap="magma", extent=extent
+                )
+            )
             lines = LineCollection([], colors="white", linewidths=0.6, alpha=0.7)
             self.lines.append(ax.add_collection(lines))
             ax.set_xlim(t_lo, 1.0)
@@ -100,13 +127,21 @@ class TrajectoryFigure:
             ax.set_ylabel(r"$x_1$ / $\sqrt{\alpha^2 + \sigma^2}$")
         trajectories.plot_density_2d(mixture, axes[2], lim=lim)
         colors = ("C1",) if view == "sde" else ("C1", "C0")
-        self.points = [axes[2].scatter([], [], s=2, color=c, alpha=0.6, linewidths=0) for c in colors]
+        self.points = [
+            axes[2].scatter([], [], s=2, color=c, alpha=0.6, linewidths=0)
+            for c in colors
+        ]
         axes[2].set_xlim(-lim, lim)
         axes[2].set_ylim(-lim, lim)
         for ax in axes:
             ax.set_title(" ")
         self.fig.tight_layout()
-        self.dynamic = [*self.images, *self.lines, *self.points, *(ax.title for ax in axes)]
+        self.dynamic = [
+            *self.images,
+            *self.lines,
+            *self.points,
+            *(ax.title for ax in axes),
+        ]
         if blit:
             for artist in self.dynamic:
                 artist.set_animated(True)
@@ -122,9 +157,15 @@ class TrajectoryFigure:
         self.images[k].set_clim(0, float(density.max()))
         t = ts.double()
         scale = torch.sqrt(sde.alpha(t) ** 2 + sde.sigma(t) ** 2)  # (steps + 1,)
-        paths = xs[:, : self.n_paths, 0].double() / scale[:, None]  # (steps + 1, n_paths)
-        segments = torch.stack([t[:, None].expand_as(paths), paths], -1)  # (steps + 1, n_paths, 2)
-        segments = segments.transpose(0, 1)  # (n_paths, steps + 1, 2): one polyline per path
+        paths = (
+            xs[:, : self.n_paths, 0].double() / scale[:, None]
+        )  # (steps + 1, n_paths)
+        segments = torch.stack(
+            [t[:, None].expand_as(paths), paths], -1
+        )  # (steps + 1, n_paths, 2)
+        segments = segments.transpose(
+            0, 1
+        )  # (n_paths, steps + 1, 2): one polyline per path
         self.lines[k].set_segments(segments.numpy())
 
     def update(self, sde, left, right, titles):
@@ -147,14 +188,17 @@ class TrajectoryFigure:
         from PIL import Image
 
         Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).save(
-            buffer, format="png", compress_level=1)
+            buffer, format="png", compress_level=1
+        )
         return buffer.getvalue()
 
 
 def _generators(seed):
     """Separate streams for data + forward noise and for prior + reverse noise, so a change of
     sampler or score reruns the reverse process alone, from the same prior."""
-    return torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 100_000)
+    return torch.Generator().manual_seed(seed), torch.Generator().manual_seed(
+        seed + 100_000
+    )
 
 
 def _forward(mixture, sde, steps, seed, n_points):
@@ -163,19 +207,38 @@ def _forward(mixture, sde, steps, seed, n_points):
     return trajectories.record_forward(sde, x0, steps, generator=gen)
 
 
-def _explorer_panels(mixture, sde, sampler, steps, seed, score_fn, n_points, forward=None):
+def _explorer_panels(
+    mixture, sde, sampler, steps, seed, score_fn, n_points, forward=None
+):
     """(left, right, titles) of the "sde" view; ``forward``: a cached forward run, or None."""
     if sampler not in samplers.SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(samplers.SAMPLERS)}")
-    left = forward if forward is not None else _forward(mixture, sde, steps, seed, n_points)
+        raise ValueError(
+            f"unknown sampler {sampler!r}; choose one of {sorted(samplers.SAMPLERS)}"
+        )
+    left = (
+        forward
+        if forward is not None
+        else _forward(mixture, sde, steps, seed, n_points)
+    )
     _, gen = _generators(seed)
-    score = samplers.CountingScore(mixture.score_fn(sde) if score_fn is None else score_fn)
+    score = samplers.CountingScore(
+        mixture.score_fn(sde) if score_fn is None else score_fn
+    )
     prior = sde.prior_sample((n_points, 2), generator=gen)
-    right = trajectories.record(samplers.SAMPLERS[sampler], sde, score, prior, steps, generator=gen)
-    fresh = mixture.sample(n_points, generator=gen)  # SW with 64 directions: 0.1 s less than 256
-    sw = toy.sliced_wasserstein(right[1][-1], fresh, num_projections=SW_PROJECTIONS, generator=gen)
-    titles = (f"forward {type(sde).__name__}", f"reverse: {sampler}, {steps} steps",
-              f"samples: SW {sw:.3f}, NFE {score.calls}")
+    right = trajectories.record(
+        samplers.SAMPLERS[sampler], sde, score, prior, steps, generator=gen
+    )
+    fresh = mixture.sample(
+        n_points, generator=gen
+    )  # SW with 64 directions: 0.1 s less than 256
+    sw = toy.sliced_wasserstein(
+        right[1][-1], fresh, num_projections=SW_PROJECTIONS, generator=gen
+    )
+    titles = (
+        f"forward {type(sde).__name__}",
+        f"reverse: {sampler}, {steps} steps",
+        f"samples: SW {sw:.3f}, NFE {score.calls}",
+    )
     return left, right, titles
 
 
@@ -183,37 +246,68 @@ def _sde_vs_ode_panels(mixture, sde, steps, seed, score_fn, n_points):
     _, gen = _generators(seed)
     score = mixture.score_fn(sde) if score_fn is None else score_fn
     prior = sde.prior_sample((n_points, 2), generator=gen)
-    left = trajectories.record(samplers.euler_maruyama, sde, score, prior, steps, generator=gen)
+    left = trajectories.record(
+        samplers.euler_maruyama, sde, score, prior, steps, generator=gen
+    )
     right = trajectories.record(samplers.ode_heun, sde, score, prior, steps)
-    titles = ("reverse SDE, eq. (17)", "probability-flow ODE, eq. (18)", "SDE (orange), ODE (blue)")
+    titles = (
+        "reverse SDE, eq. (17)",
+        "probability-flow ODE, eq. (18)",
+        "SDE (orange), ODE (blue)",
+    )
     return left, right, titles
 
 
-def explorer_figure(mixture, sde, *, sampler="euler_maruyama", steps=100, seed=0, score_fn=None,
-                    n_points=1000, n_paths=20, lim=1.3):
+def explorer_figure(
+    mixture,
+    sde,
+    *,
+    sampler="euler_maruyama",
+    steps=100,
+    seed=0,
+    score_fn=None,
+    n_points=1000,
+    n_paths=20,
+    lim=1.3,
+):
     """Forward paths, reverse paths and final samples of one setting, over the exact p_t.
 
     score_fn: the score the sampler uses; None means the mixture's exact score under ``sde``.
     The third panel's title gives the sliced Wasserstein distance to fresh data and the NFE.
     Reverse SDE eq. (17) / ODE eq. (18) of the notes; Song et al. 2021.
     """
-    left, right, titles = _explorer_panels(mixture, sde, sampler, steps, seed, score_fn, n_points)
+    left, right, titles = _explorer_panels(
+        mixture, sde, sampler, steps, seed, score_fn, n_points
+    )
     figure = TrajectoryFigure(mixture, view="sde", n_paths=n_paths, lim=lim)
     figure.update(sde, left, right, titles)
     return figure.fig
 
 
-def sde_vs_ode_figure(mixture, sde, *, steps=100, seed=0, score_fn=None, n_points=1000, n_paths=20,
-                      lim=1.3):
+def sde_vs_ode_figure(
+    mixture,
+    sde,
+    *,
+    steps=100,
+    seed=0,
+    score_fn=None,
+    n_points=1000,
+    n_paths=20,
+    lim=1.3,
+):
     """From the same prior noise: reverse-SDE (Euler-Maruyama) and probability-flow ODE (Heun) paths."""
-    left, right, titles = _sde_vs_ode_panels(mixture, sde, steps, seed, score_fn, n_points)
+    left, right, titles = _sde_vs_ode_panels(
+        mixture, sde, steps, seed, score_fn, n_points
+    )
     figure = TrajectoryFigure(mixture, view="sde_vs_ode", n_paths=n_paths, lim=lim)
     figure.update(sde, left, right, titles)
     return figure.fig
 
 
-KERNEL_LINE = ("<b>Kernel version</b> (Python; it answers only with a running kernel, in Jupyter "
-               "or Colab; the live version above runs in any page).")
+KERNEL_LINE = (
+    "<b>Kernel version</b> (Python; it answers only with a running kernel, in Jupyter "
+    "or Colab; the live version above runs in any page)."
+)
 
 
 def _controls(learned, view):
@@ -222,22 +316,47 @@ def _controls(learned, view):
     style = {"description_width": "80px"}
 
     def grid_slider(name):  # values only from the grid: an index travels, never a float
-        return W.SelectionSlider(options=list(GRIDS[name]), value=DEFAULTS[name], description=name,
-                                 continuous_update=False, style=style)
+        return W.SelectionSlider(
+            options=list(GRIDS[name]),
+            value=DEFAULTS[name],
+            description=name,
+            continuous_update=False,
+            style=style,
+        )
 
     controls = {
-        "kind": W.ToggleButtons(options=SDE_KINDS, value=DEFAULTS["kind"], description="SDE", style=style),
-        **{name: grid_slider(name) for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "steps")},
-        "seed": W.IntSlider(value=DEFAULTS["seed"], min=0, max=max(GRIDS["seed"]), description="seed",
-                            continuous_update=False, style=style),
-        "score": W.ToggleButtons(options=("exact", "learned") if learned else ("exact",), value="exact",
-                                 description="score", style=style),
+        "kind": W.ToggleButtons(
+            options=SDE_KINDS, value=DEFAULTS["kind"], description="SDE", style=style
+        ),
+        **{
+            name: grid_slider(name)
+            for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "steps")
+        },
+        "seed": W.IntSlider(
+            value=DEFAULTS["seed"],
+            min=0,
+            max=max(GRIDS["seed"]),
+            description="seed",
+            continuous_update=False,
+            style=style,
+        ),
+        "score": W.ToggleButtons(
+            options=("exact", "learned") if learned else ("exact",),
+            value="exact",
+            description="score",
+            style=style,
+        ),
     }
     if view == "sde":
-        controls["process"] = W.ToggleButtons(options=("SDE", "ODE"), value="SDE", description="reverse",
-                                              style=style)
-        controls["sampler"] = W.Dropdown(options=REVERSE_SDE_SAMPLERS, value="euler_maruyama",
-                                         description="sampler", style=style)
+        controls["process"] = W.ToggleButtons(
+            options=("SDE", "ODE"), value="SDE", description="reverse", style=style
+        )
+        controls["sampler"] = W.Dropdown(
+            options=REVERSE_SDE_SAMPLERS,
+            value="euler_maruyama",
+            description="sampler",
+            style=style,
+        )
     return controls
 
 
@@ -252,7 +371,12 @@ class KernelExplorer:
 
         if learned is not None and (len(learned) != 2 or not callable(learned[1])):
             raise ValueError("learned must be (sde, score_fn) of a trained model")
-        self.mixture, self.learned, self.n_points, self.view = mixture, learned, n_points, view
+        self.mixture, self.learned, self.n_points, self.view = (
+            mixture,
+            learned,
+            n_points,
+            view,
+        )
         self.controls = _controls(learned, view)
         self.figure = TrajectoryFigure(mixture, view=view, blit=True)
         self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
@@ -266,8 +390,12 @@ class KernelExplorer:
         names = ["kind", "beta_min", "beta_max", "sigma_min", "sigma_max"]
         left = W.VBox([self.controls[n] for n in names])
         right = W.VBox([self.controls[n] for n in self.controls if n not in names])
-        self.box = W.VBox([W.VBox([W.HTML(KERNEL_LINE), W.HBox([left, right])]),
-                           W.VBox([self.image, self.status])])
+        self.box = W.VBox(
+            [
+                W.VBox([W.HTML(KERNEL_LINE), W.HBox([left, right])]),
+                W.VBox([self.image, self.status]),
+            ]
+        )
 
     def _follow_process(self, change):  # the sampler list follows the SDE/ODE choice
         options = REVERSE_SDE_SAMPLERS if change["new"] == "SDE" else ODE_SAMPLERS
@@ -287,24 +415,48 @@ class KernelExplorer:
             sde, score_fn = self.learned
             note = f"learned score: trained for {type(sde).__name__}; the schedule sliders do not apply. "
         else:
-            sde = make_sde(s["kind"], s["beta_min"], s["beta_max"], s["sigma_min"], s["sigma_max"])
+            sde = make_sde(
+                s["kind"], s["beta_min"], s["beta_max"], s["sigma_min"], s["sigma_max"]
+            )
             score_fn, note = None, ""
         steps, seed = s["steps"], s["seed"]
         if self.view == "sde":
-            forward_key = (type(sde).__name__, vars(sde).get("beta_min"), vars(sde).get("beta_max"),
-                           vars(sde).get("sigma_min"), vars(sde).get("sigma_max"), steps, seed)
+            forward_key = (
+                type(sde).__name__,
+                vars(sde).get("beta_min"),
+                vars(sde).get("beta_max"),
+                vars(sde).get("sigma_min"),
+                vars(sde).get("sigma_max"),
+                steps,
+                seed,
+            )
             if self._forward[0] != forward_key:
-                self._forward = (forward_key, _forward(self.mixture, sde, steps, seed, self.n_points))
-            panels = _explorer_panels(self.mixture, sde, s["sampler"], steps, seed, score_fn, self.n_points,
-                                      forward=self._forward[1])
+                self._forward = (
+                    forward_key,
+                    _forward(self.mixture, sde, steps, seed, self.n_points),
+                )
+            panels = _explorer_panels(
+                self.mixture,
+                sde,
+                s["sampler"],
+                steps,
+                seed,
+                score_fn,
+                self.n_points,
+                forward=self._forward[1],
+            )
         else:
-            panels = _sde_vs_ode_panels(self.mixture, sde, steps, seed, score_fn, self.n_points)
+            panels = _sde_vs_ode_panels(
+                self.mixture, sde, steps, seed, score_fn, self.n_points
+            )
         self.figure.update(sde, *panels)
         self.image.value = self.figure.png()
         self._last = key
         seconds = time.perf_counter() - start
         self.times.append(seconds)
-        self.status.value = f"<small>{note}Redrawn by the kernel in {1000 * seconds:.0f} ms.</small>"
+        self.status.value = (
+            f"<small>{note}Redrawn by the kernel in {1000 * seconds:.0f} ms.</small>"
+        )
         return True
 
 
@@ -319,4 +471,3 @@ def sde_explorer(mixture, learned=None, n_points=1000):
 def sde_vs_ode_explorer(mixture, learned=None, n_points=1000):
     """Controls as ``sde_explorer``; reverse-SDE and ODE paths from the same noise side by side."""
     return KernelExplorer(mixture, learned, n_points, view="sde_vs_ode").box
-

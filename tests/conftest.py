@@ -11,7 +11,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
-BOOK_ENV = {"OLDSCHOOL_MODE": "cpu", "OLDSCHOOL_PROGRESS": "0", "OMP_NUM_THREADS": "1"}  # as the Makefile
+BOOK_ENV = {
+    "OLDSCHOOL_MODE": "cpu",
+    "OLDSCHOOL_PROGRESS": "0",
+    "OMP_NUM_THREADS": "1",
+}  # as the Makefile
 
 
 def toc_files():
@@ -50,13 +54,20 @@ def built_book():
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     result = subprocess.run(
         [str(jupyter_book), "build", str(ROOT), "-W", "-n", "--keep-going"],
-        cwd=ROOT, env=env, capture_output=True, text=True,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     log = result.stdout + result.stderr
     (BUILD).mkdir(exist_ok=True)
     (BUILD / "build.log").write_text(log)
     times = re.findall(r"Executed notebook in ([\d.]+) seconds", log)
-    print(f"\nbook build: exit {result.returncode}; notebook execution times (s): {times}")
+    print(
+        f"\nbook build: exit {result.returncode}; notebook execution times (s): {times}"
+    )
     if result.returncode != 0:
-        pytest.fail(f"jupyter-book build failed (exit {result.returncode}); last lines:\n{log[-6000:]}")
+        pytest.fail(
+            f"jupyter-book build failed (exit {result.returncode}); last lines:\n{log[-6000:]}"
+        )
     return log

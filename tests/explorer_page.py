@@ -20,8 +20,11 @@ NEEDS_KIND = {"beta_min": "VP", "beta_max": "VP", "sigma_min": "VE", "sigma_max"
 
 def explorers(page):
     """Locators of the live explorers on the page (drawn at least once)."""
-    page.wait_for_function("() => [...document.querySelectorAll('.oldschool-explorer')]"
-                           ".every(e => +(e.dataset.redraws || 0) >= 1)", timeout=15000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.oldschool-explorer')]"
+        ".every(e => +(e.dataset.redraws || 0) >= 1)",
+        timeout=15000,
+    )
     roots = page.locator(".oldschool-explorer")
     return [roots.nth(i) for i in range(roots.count())]
 
@@ -31,8 +34,11 @@ def drawing(root):
 
 
 def _wait_for_redraw(root, before, timeout=15000):
-    root.page.wait_for_function("([root, n]) => +(root.dataset.redraws || 0) > n",
-                                arg=[root.element_handle(), before], timeout=timeout)
+    root.page.wait_for_function(
+        "([root, n]) => +(root.dataset.redraws || 0) > n",
+        arg=[root.element_handle(), before],
+        timeout=timeout,
+    )
 
 
 def move(root, name, direction=1):
@@ -65,8 +71,10 @@ def set_kind(root, kind):
 
 
 def control_names(root):
-    return root.evaluate("root => [...root.querySelectorAll('label[data-control]')]"
-                         ".map(l => l.dataset.control)")
+    return root.evaluate(
+        "root => [...root.querySelectorAll('label[data-control]')]"
+        ".map(l => l.dataset.control)"
+    )
 
 
 def moved_controls_problems(root, label="explorer"):
@@ -81,7 +89,9 @@ def moved_controls_problems(root, label="explorer"):
         if after["canvases"] == before["canvases"]:
             problems.append(f"{label}: moving {name!r} did not change the drawing")
     count = drawing(root)["redraws"]
-    root.locator("input, select").first.dispatch_event("change")  # same value: must not redraw
+    root.locator("input, select").first.dispatch_event(
+        "change"
+    )  # same value: must not redraw
     root.page.wait_for_timeout(200)
     if drawing(root)["redraws"] != count:
         problems.append(f"{label}: a change event with an unchanged value redrew")

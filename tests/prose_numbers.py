@@ -25,13 +25,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-NUMBER = re.compile(r"(?<![\w.^_{])[-+]?(?:\d+\.\d+|\d+(?=%))(?:[eE][-+]?\d+)?%?(?![\w.]*\d)")
-ROLE = re.compile(r"\{(?:glue|glue:text|glue:any|glue:md|ref|numref|cite|eq|doc)[^}]*\}`[^`]*`")
+NUMBER = re.compile(
+    r"(?<![\w.^_{])[-+]?(?:\d+\.\d+|\d+(?=%))(?:[eE][-+]?\d+)?%?(?![\w.]*\d)"
+)
+ROLE = re.compile(
+    r"\{(?:glue|glue:text|glue:any|glue:md|ref|numref|cite|eq|doc)[^}]*\}`[^`]*`"
+)
 DECLARED = re.compile(r"<!--\s*not-a-result:([^>]*)-->")
-SECTION = re.compile(r"(?i)\bsections?\s+\d+(?:\.\d+)*(?:\s*(?:,|and|-|to)\s*\d+(?:\.\d+)*)*")
+SECTION = re.compile(
+    r"(?i)\bsections?\s+\d+(?:\.\d+)*(?:\s*(?:,|and|-|to)\s*\d+(?:\.\d+)*)*"
+)
 HEADING = re.compile(r"^#+ .*$", re.M)
 LINK = re.compile(r"\]\([^)]*\)|https?://\S+")
-LITERAL = re.compile(r"(?<![\w.])\d[\d_]*\.\d+(?:[eE][-+]?\d+)?|(?<![\w.])\d+[eE][-+]?\d+")
+LITERAL = re.compile(
+    r"(?<![\w.])\d[\d_]*\.\d+(?:[eE][-+]?\d+)?|(?<![\w.])\d+[eE][-+]?\d+"
+)
 
 
 def _decimal(token):
@@ -42,7 +50,12 @@ def _decimal(token):
 
 
 def _significant_digits(token):
-    digits = re.sub(r"[eE].*$", "", token.rstrip("%")).lstrip("+-").replace(".", "").lstrip("0")
+    digits = (
+        re.sub(r"[eE].*$", "", token.rstrip("%"))
+        .lstrip("+-")
+        .replace(".", "")
+        .lstrip("0")
+    )
     return len(digits)
 
 
@@ -108,7 +121,9 @@ def matches(prose_token, output_tokens):
         out = _decimal(token)
         if out is None or _places(token) < places:
             continue
-        if abs(out).quantize(quantum) == abs(value).quantize(quantum) and (out < 0) == (value < 0):
+        if abs(out).quantize(quantum) == abs(value).quantize(quantum) and (out < 0) == (
+            value < 0
+        ):
             return True
     return False
 
@@ -125,7 +140,11 @@ def typed_numbers(markdown_cells, outputs, inputs):
         declared = set(" ".join(DECLARED.findall(markdown)).replace(",", " ").split())
         for token in numbers_in(prose_of(DECLARED.sub(" ", markdown))):
             value = _decimal(token)
-            if value is None or _significant_digits(token) < 2 or value.normalize() in inputs:
+            if (
+                value is None
+                or _significant_digits(token) < 2
+                or value.normalize() in inputs
+            ):
                 continue
             if token.lstrip("+") in declared:
                 continue
@@ -136,9 +155,17 @@ def typed_numbers(markdown_cells, outputs, inputs):
 
 def notebook_typed_numbers(nb, extra_inputs=frozenset()):
     """Typed run numbers of one executed notebook (a dict, as json.load gives it)."""
-    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    markdown = {i: "".join(c["source"]) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"}
-    return typed_numbers(markdown, output_text(nb), literals_in(code) | set(extra_inputs))
+    code = "\n".join(
+        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"
+    )
+    markdown = {
+        i: "".join(c["source"])
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "markdown"
+    }
+    return typed_numbers(
+        markdown, output_text(nb), literals_in(code) | set(extra_inputs)
+    )
 
 
 def page_typed_numbers(markdown, notebooks, extra_inputs=frozenset()):
@@ -147,24 +174,33 @@ def page_typed_numbers(markdown, notebooks, extra_inputs=frozenset()):
     A page quotes the chapters, so every chapter's outputs count as the run, and every
     chapter's code literals as inputs.
     """
-    code = "\n".join("".join(c["source"]) for nb in notebooks for c in nb["cells"]
-                     if c["cell_type"] == "code")
+    code = "\n".join(
+        "".join(c["source"])
+        for nb in notebooks
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+    )
     outputs = "\n".join(output_text(nb) for nb in notebooks)
     return typed_numbers({0: markdown}, outputs, literals_in(code) | set(extra_inputs))
 
 
 if __name__ == "__main__":
     names = sys.argv[1:]
-    notebooks = {n: json.loads(Path(n).read_text()) for n in names if n.endswith(".ipynb")}
+    notebooks = {
+        n: json.loads(Path(n).read_text()) for n in names if n.endswith(".ipynb")
+    }
     status = 0
     for name in names:
         if name.endswith(".md"):
-            hits = page_typed_numbers(Path(name).read_text(), list(notebooks.values()),
-                                      package_literals())
+            hits = page_typed_numbers(
+                Path(name).read_text(), list(notebooks.values()), package_literals()
+            )
         else:
             hits = notebook_typed_numbers(notebooks[name], package_literals())
         for index, token in hits:
-            print(f"{name}: markdown cell {index}: {token} is a run's output typed into the prose; "
-                  "glue it")
+            print(
+                f"{name}: markdown cell {index}: {token} is a run's output typed into the prose; "
+                "glue it"
+            )
         status |= bool(hits)
     sys.exit(status)

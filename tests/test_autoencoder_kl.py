@@ -13,29 +13,50 @@ def _n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("preset, expected", [
-    (ak.sd_vae, 83_653_863), (ak.sdxl_vae, 83_653_863), (ak.sd3_vae, 83_819_683), (ak.flux_vae, 83_819_683),
-])
+@pytest.mark.parametrize(
+    "preset, expected",
+    [
+        (ak.sd_vae, 83_653_863),
+        (ak.sdxl_vae, 83_653_863),
+        (ak.sd3_vae, 83_819_683),
+        (ak.flux_vae, 83_819_683),
+    ],
+)
 def test_presets_have_the_published_parameter_counts(preset, expected):
     with torch.device("meta"):
         model = preset()
     assert _n_params(model) == expected
     table = ak.parameter_table(model)
-    assert table["total"] == expected == sum(v for k, v in table.items() if k != "total")
+    assert (
+        table["total"] == expected == sum(v for k, v in table.items() if k != "total")
+    )
     assert model.config.downsampling_factor == 8
 
 
 def test_presets_carry_their_latent_factors():
     with torch.device("meta"):
-        factors = {name: (f().scaling_factor, f().shift_factor) for name, f in ak.PRESETS.items()}
-    assert factors == {"sd": (0.18215, 0.0), "sdxl": (0.13025, 0.0), "sd3": (1.5305, 0.0609), "flux": (0.3611, 0.1159)}
+        factors = {
+            name: (f().scaling_factor, f().shift_factor)
+            for name, f in ak.PRESETS.items()
+        }
+    assert factors == {
+        "sd": (0.18215, 0.0),
+        "sdxl": (0.13025, 0.0),
+        "sd3": (1.5305, 0.0609),
+        "flux": (0.3611, 0.1159),
+    }
 
 
 def test_shape_trace_of_a_512_image_on_meta():
     with torch.device("meta"):
         model = ak.sd3_vae()
         trace = dict(ak.shape_trace(model, torch.empty(1, 3, 512, 512)))
-    assert trace["encoder.conv_out"] == (1, 32, 64, 64)  # mean and logvar, 16 channels each
+    assert trace["encoder.conv_out"] == (
+        1,
+        32,
+        64,
+        64,
+    )  # mean and logvar, 16 channels each
     assert trace["decoder.conv_in"] == (1, 512, 64, 64)
     assert trace["decoder.conv_out"] == (1, 3, 512, 512)
     assert "quant_conv" not in trace
@@ -68,13 +89,25 @@ def _diffusers_pair(latent_channels=4, quant=True, seed=0):
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(seed)
     theirs = diffusers.AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=latent_channels, use_quant_conv=quant, use_post_quant_conv=quant, **SMALL).eval()
-    with torch.no_grad():  # random GroupNorm affines too, so every parameter is exercised
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=latent_channels,
+        use_quant_conv=quant,
+        use_post_quant_conv=quant,
+        **SMALL,
+    ).eval()
+    with (
+        torch.no_grad()
+    ):  # random GroupNorm affines too, so every parameter is exercised
         for name, p in theirs.named_parameters():
             if "norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
-    ours = ak.AutoencoderKL(latent_channels=latent_channels, use_quant_conv=quant, use_post_quant_conv=quant, **SMALL)
+    ours = ak.AutoencoderKL(
+        latent_channels=latent_channels,
+        use_quant_conv=quant,
+        use_post_quant_conv=quant,
+        **SMALL,
+    )
     ak.load_diffusers_state_dict(ours, theirs.state_dict())
     return ours.eval(), theirs
 
@@ -88,7 +121,9 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("latent_channels, quant", [(4, True), (16, False)])
-def test_same_outputs_as_diffusers_given_the_same_weights(latent_channels, quant, device):
+def test_same_outputs_as_diffusers_given_the_same_weights(
+    latent_channels, quant, device
+):
     ours, theirs = _diffusers_pair(latent_channels, quant)
     ours, theirs = ours.to(device), theirs.to(device)
     g = torch.Generator().manual_seed(2)
@@ -96,17 +131,32 @@ def test_same_outputs_as_diffusers_given_the_same_weights(latent_channels, quant
     z = torch.randn(2, latent_channels, 16, 16, generator=g).to(device)
     with torch.no_grad():
         q, q_ref = ours.encode(x), theirs.encode(x).latent_dist
-        for a, b in ((q.mean, q_ref.mean), (q.logvar, q_ref.logvar), (ours.decode(z), theirs.decode(z).sample)):
+        for a, b in (
+            (q.mean, q_ref.mean),
+            (q.logvar, q_ref.logvar),
+            (ours.decode(z), theirs.decode(z).sample),
+        ):
             assert _max_rel_err(a, b) <= 1e-5
 
 
 def test_config_from_diffusers_config_dict():
     diffusers = pytest.importorskip("diffusers")
-    theirs = diffusers.AutoencoderKL(latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
-                                     shift_factor=0.1159, scaling_factor=0.3611, **SMALL,
-                                     down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    theirs = diffusers.AutoencoderKL(
+        latent_channels=16,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.1159,
+        scaling_factor=0.3611,
+        **SMALL,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    )
     cfg = ak.AutoencoderKLConfig.from_diffusers(dict(theirs.config))
-    assert cfg.latent_channels == 16 and cfg.block_out_channels == (32, 64) and cfg.shift_factor == 0.1159
+    assert (
+        cfg.latent_channels == 16
+        and cfg.block_out_channels == (32, 64)
+        and cfg.shift_factor == 0.1159
+    )
     assert _n_params(ak.AutoencoderKL(cfg)) == _n_params(theirs)
     with pytest.raises(ValueError, match="act_fn"):
         ak.AutoencoderKLConfig.from_diffusers({**theirs.config, "act_fn": "relu"})
@@ -128,7 +178,12 @@ def test_loading_reports_missing_unexpected_and_mismatched_keys():
 
 def test_old_attention_key_names_load_too():
     ours, theirs = _diffusers_pair()
-    renames = {"to_q.": "query.", "to_k.": "key.", "to_v.": "value.", "to_out.0.": "proj_attn."}
+    renames = {
+        "to_q.": "query.",
+        "to_k.": "key.",
+        "to_v.": "value.",
+        "to_out.0.": "proj_attn.",
+    }
     state = {}
     for key, tensor in theirs.state_dict().items():
         for new, old in renames.items():
@@ -147,7 +202,9 @@ def test_load_from_a_safetensors_file_into_a_meta_model(tmp_path):
     path = tmp_path / "vae.safetensors"
     save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(path))
     with torch.device("meta"):
-        model = ak.AutoencoderKL(latent_channels=16, use_quant_conv=False, use_post_quant_conv=False, **SMALL)
+        model = ak.AutoencoderKL(
+            latent_channels=16, use_quant_conv=False, use_post_quant_conv=False, **SMALL
+        )
     ak.load_diffusers_file(model, path)
     assert not any(p.is_meta for p in model.parameters())
     x = torch.rand(1, 3, 16, 16) * 2 - 1
@@ -173,10 +230,14 @@ def test_published_weights_are_not_fetched_offline(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub.why_offline() == "HF_HUB_OFFLINE is set"
-    with pytest.raises(RuntimeError, match="cannot download the sdxl VAE: HF_HUB_OFFLINE is set"):
+    with pytest.raises(
+        RuntimeError, match="cannot download the sdxl VAE: HF_HUB_OFFLINE is set"
+    ):
         hub.load_published_vae("sdxl")
     with pytest.raises(ValueError, match="unknown VAE"):
         hub.load_published_vae("sd9")
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    reason = hub.why_offline(host="host.invalid", timeout=1.0)  # a name that never resolves
+    reason = hub.why_offline(
+        host="host.invalid", timeout=1.0
+    )  # a name that never resolves
     assert reason is not None and "host.invalid" in reason

@@ -6,7 +6,9 @@ import torch
 from oldschool import autoencoders, gaussians
 
 
-@pytest.mark.parametrize("cls", [autoencoders.AE, autoencoders.StochasticAE, autoencoders.VAE])
+@pytest.mark.parametrize(
+    "cls", [autoencoders.AE, autoencoders.StochasticAE, autoencoders.VAE]
+)
 def test_shapes_and_range(cls):
     model = cls((1, 8, 8), latent_dim=3, hidden=32)
     x = torch.rand(5, 1, 8, 8) * 2 - 1
@@ -33,7 +35,9 @@ def test_ae_loss_is_the_gaussian_nll():
     loss, parts = autoencoders.ae_loss(x, x_hat, sigma=sigma)
     mse = (x - x_hat).pow(2).flatten(1).sum(1)
     expected = mse / (2 * sigma**2) + 64 * math.log(sigma) + 32 * math.log(2 * math.pi)
-    assert torch.allclose(loss, expected.mean()) and torch.allclose(parts["mse"], mse.mean())
+    assert torch.allclose(loss, expected.mean()) and torch.allclose(
+        parts["mse"], mse.mean()
+    )
 
 
 def test_vae_loss_adds_beta_times_kl():
@@ -43,7 +47,9 @@ def test_vae_loss_adds_beta_times_kl():
     loss1, parts = autoencoders.vae_loss(x, x_hat, q, beta=1.0)
     loss3, _ = autoencoders.vae_loss(x, x_hat, q, beta=3.0)
     assert torch.allclose(loss3 - loss1, 2 * parts["kl"])
-    assert torch.allclose(parts["kl"], gaussians.kl_standard_normal(q.mean, q.logvar).mean())
+    assert torch.allclose(
+        parts["kl"], gaussians.kl_standard_normal(q.mean, q.logvar).mean()
+    )
 
 
 def test_bad_inputs_are_named():
@@ -59,4 +65,6 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="shapes differ"):
         autoencoders.ae_loss(torch.zeros(2, 1), torch.zeros(2, 2))
     with pytest.raises(TypeError, match="DiagonalGaussian"):
-        autoencoders.vae_loss(torch.zeros(2, 1), torch.zeros(2, 1), (torch.zeros(2), torch.zeros(2)))
+        autoencoders.vae_loss(
+            torch.zeros(2, 1), torch.zeros(2, 1), (torch.zeros(2), torch.zeros(2))
+        )

@@ -41,8 +41,13 @@ pytestmark = pytest.mark.book
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -63,13 +68,17 @@ RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{|\$[^$\n]*[\\^_][^$\n]*
 # The build, the server, the browser
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def book_html(request):
     """The folder of built pages: a fresh build (built_book) unless told to reuse one."""
     override = os.environ.get("OLDSCHOOL_BOOK_HTML")
     if override:
         html = Path(override).resolve()
-    elif os.environ.get("OLDSCHOOL_REUSE_BUILD") == "1" and (BUILD / "html" / "index.html").exists():
+    elif (
+        os.environ.get("OLDSCHOOL_REUSE_BUILD") == "1"
+        and (BUILD / "html" / "index.html").exists()
+    ):
         html = BUILD / "html"
     else:
         request.getfixturevalue("built_book")
@@ -95,7 +104,9 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], ConnectionError):   # a tab closed mid-request is fine
+        if not isinstance(
+            sys.exc_info()[1], ConnectionError
+        ):  # a tab closed mid-request is fine
             super().handle_error(request, client_address)
 
 
@@ -120,7 +131,11 @@ class Offline:
 
     def __call__(self, route):
         url = urlsplit(route.request.url)
-        if url.scheme in ("http", "https") and url.hostname in LOCAL_HOSTS and url.port == self.port:
+        if (
+            url.scheme in ("http", "https")
+            and url.hostname in LOCAL_HOSTS
+            and url.port == self.port
+        ):
             route.continue_()
         else:
             self.blocked.append(route.request.url)
@@ -131,14 +146,19 @@ class Offline:
 def browser_context(server, tmp_path_factory):
     """Debian's chromium with a fresh profile and the network closed to all but the server."""
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)"
+        )
     offline = Offline(server)
     with sync_playwright() as playwright:
         # launch_persistent_context is Playwright's way to pass --user-data-dir: a fresh one.
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
-            viewport=DESKTOP, service_workers="block",
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport=DESKTOP,
+            service_workers="block",
         )
         context.route("**/*", offline)
         context.offline_log = offline
@@ -267,10 +287,15 @@ WIDGETS = r"""() => {
 # The test, one per page of _toc.yml
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("docname", toc_files())
-def test_page_reads_in_a_browser(docname, book_html, server, browser_context, screenshots):
-    assert (book_html / f"{docname}.html").exists(), f"{docname} is in _toc.yml but was not built"
+def test_page_reads_in_a_browser(
+    docname, book_html, server, browser_context, screenshots
+):
+    assert (book_html / f"{docname}.html").exists(), (
+        f"{docname} is in _toc.yml but was not built"
+    )
     offline = browser_context.offline_log
     offline.blocked.clear()
     page = browser_context.new_page()
@@ -278,7 +303,12 @@ def test_page_reads_in_a_browser(docname, book_html, server, browser_context, sc
     page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console.append(f"uncaught: {e}"))
     page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
-    page.on("response", lambda r: failed.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None)
+    page.on(
+        "response",
+        lambda r: (
+            failed.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None
+        ),
+    )
     shot = screenshots / docname.replace("/", "_")
     problems = []
     try:
@@ -302,12 +332,22 @@ def test_page_reads_in_a_browser(docname, book_html, server, browser_context, sc
     finally:
         page.close()
 
-    problems += [f"request outside localhost (network closed): {u}" for u in offline.blocked]
-    problems += [f"failed request: {f}" for f in failed if not any(u in f for u in offline.blocked)]
-    problems += [f"console error: {c}" for c in console
-                 if "ERR_INTERNET_DISCONNECTED" not in c]   # already reported as a blocked request
+    problems += [
+        f"request outside localhost (network closed): {u}" for u in offline.blocked
+    ]
+    problems += [
+        f"failed request: {f}"
+        for f in failed
+        if not any(u in f for u in offline.blocked)
+    ]
+    problems += [
+        f"console error: {c}" for c in console if "ERR_INTERNET_DISCONNECTED" not in c
+    ]  # already reported as a blocked request
     if problems:
-        pytest.fail(f"{docname}.html ({len(problems)} problems):\n  " + "\n  ".join(problems), pytrace=False)
+        pytest.fail(
+            f"{docname}.html ({len(problems)} problems):\n  " + "\n  ".join(problems),
+            pytrace=False,
+        )
 
 
 def _math_problems(page):
@@ -318,19 +358,27 @@ def _math_problems(page):
     if math["count"] and mathjax != "typeset":
         problems.append(f"math on the page but {mathjax}")
     if math["untypeset"]:
-        problems.append(f"{len(math['untypeset'])} formulas not typeset, e.g. {math['untypeset'][:3]}")
+        problems.append(
+            f"{len(math['untypeset'])} formulas not typeset, e.g. {math['untypeset'][:3]}"
+        )
     if math["errors"]:
         problems.append(f"MathJax errors: {math['errors'][:3]}")
     raw = sorted({m.group(0) for m in RAW_TEX.finditer(math["text"])})
     if raw:
         problems.append(f"raw TeX visible in the text: {raw[:5]}")
     if math["stray"]:
-        problems.append(f"a '$' left beside a formula (display math inside a paragraph?): {math['stray'][:3]}")
+        problems.append(
+            f"a '$' left beside a formula (display math inside a paragraph?): {math['stray'][:3]}"
+        )
     return problems
 
 
 def _image_problems(page):
-    return [f"image did not load: {img['src'][:120]}" for img in page.evaluate(IMAGES) if not img["ok"]]
+    return [
+        f"image did not load: {img['src'][:120]}"
+        for img in page.evaluate(IMAGES)
+        if not img["ok"]
+    ]
 
 
 def _output_problems(page):
@@ -340,7 +388,9 @@ def _output_problems(page):
             problems.append(f"cell output {out['index']} is an error")
         lines = [line for line in out["text"].splitlines() if PROBLEM_LINE.search(line)]
         if lines:
-            problems.append(f"cell output {out['index']} has a traceback/Error/Warning line: {lines[:3]}")
+            problems.append(
+                f"cell output {out['index']} has a traceback/Error/Warning line: {lines[:3]}"
+            )
     return problems
 
 
@@ -395,14 +445,22 @@ def _look_problems(page, docname):
     hrefs = look["hrefs"]
     if repo not in hrefs:
         problems.append(f"no repository button linking to {repo}")
-    source = next((f"{docname}{suffix}" for suffix in (".ipynb", ".md")
-                   if (ROOT / f"{docname}{suffix}").exists()), None)
+    source = next(
+        (
+            f"{docname}{suffix}"
+            for suffix in (".ipynb", ".md")
+            if (ROOT / f"{docname}{suffix}").exists()
+        ),
+        None,
+    )
     edit = re.compile(rf"{re.escape(repo)}/edit/{branch}/{re.escape(source or '')}")
     if source and not any(edit.fullmatch(h) for h in hrefs):
         problems.append(f"no 'edit this page' link to {repo}/edit/{branch}/{source}")
     if source and source.endswith(".ipynb"):
-        colab = re.compile(rf"https://colab\.research\.google\.com/github/"
-                           rf"{re.escape(urlsplit(repo).path.strip('/'))}/blob/{branch}/{re.escape(source)}")
+        colab = re.compile(
+            rf"https://colab\.research\.google\.com/github/"
+            rf"{re.escape(urlsplit(repo).path.strip('/'))}/blob/{branch}/{re.escape(source)}"
+        )
         if not any(colab.fullmatch(h) for h in hrefs):
             problems.append("no 'Open in Colab' link to this notebook")
     return problems
@@ -418,22 +476,36 @@ def _widget_problems(page):
     if missing:
         problems.append(f"widgets without saved state on the page: {missing[:3]}")
     try:
-        page.wait_for_function("n => document.querySelectorAll('.jupyter-widgets').length >= n",
-                               arg=len(widgets["views"]), timeout=15000)
+        page.wait_for_function(
+            "n => document.querySelectorAll('.jupyter-widgets').length >= n",
+            arg=len(widgets["views"]),
+            timeout=15000,
+        )
     except Exception:
-        problems.append(f"{len(widgets['views'])} widget views, but the widget manager drew "
-                        f"{page.evaluate(WIDGETS)['drawn']}")
+        problems.append(
+            f"{len(widgets['views'])} widget views, but the widget manager drew "
+            f"{page.evaluate(WIDGETS)['drawn']}"
+        )
     return problems
 
 
 def _animation_problems(page):
     """Each matplotlib to_jshtml animation has its buttons and slider, and a step moves the frame."""
     problems = []
-    needed = {"First frame", "Previous frame", "Play", "Pause", "Next frame", "Last frame"}
+    needed = {
+        "First frame",
+        "Previous frame",
+        "Play",
+        "Pause",
+        "Next frame",
+        "Last frame",
+    }
     for anim in page.evaluate(ANIMATIONS):
         missing = needed - set(anim["buttons"])
         if missing or not anim["slider"] or not anim["id"]:
-            problems.append(f"animation {anim['id']} lacks controls: {sorted(missing)}, slider={anim['slider']}")
+            problems.append(
+                f"animation {anim['id']} lacks controls: {sorted(missing)}, slider={anim['slider']}"
+            )
             continue
         img = page.locator(f"#{anim['id']}")
         box = img.locator("xpath=ancestor::div[contains(@class, 'animation')][1]")
@@ -441,10 +513,14 @@ def _animation_problems(page):
         first = img.get_attribute("src")
         box.locator('button[title="Next frame"]').click()
         if img.get_attribute("src") == first:
-            problems.append(f"animation {anim['id']}: 'Next frame' did not change the frame")
+            problems.append(
+                f"animation {anim['id']}: 'Next frame' did not change the frame"
+            )
         slider = box.locator("input.anim-slider").input_value()
         if slider != "1":
-            problems.append(f"animation {anim['id']}: slider at {slider} after one step, expected 1")
+            problems.append(
+                f"animation {anim['id']}: slider at {slider} after one step, expected 1"
+            )
     return problems
 
 
@@ -461,18 +537,27 @@ def _explorer_problems(page):
 
 def _screenshot(page, path):
     """A full-page screenshot from the top, nothing focused (a focused link shows the skip bar)."""
-    page.evaluate("() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); }")
+    page.evaluate(
+        "() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); }"
+    )
     page.screenshot(path=str(path), full_page=True)
 
 
 def _overflow_problems(page, width_name):
     layout = page.evaluate(OVERFLOW)
     problems = []
-    if max(layout["scrollWidth"], layout["bodyScrollWidth"]) > layout["clientWidth"] + 1:
-        problems.append(f"{width_name}: the page scrolls sideways "
-                        f"({layout['scrollWidth']} px wide in a {layout['clientWidth']} px window)")
+    if (
+        max(layout["scrollWidth"], layout["bodyScrollWidth"])
+        > layout["clientWidth"] + 1
+    ):
+        problems.append(
+            f"{width_name}: the page scrolls sideways "
+            f"({layout['scrollWidth']} px wide in a {layout['clientWidth']} px window)"
+        )
     if layout["offenders"]:
-        problems.append(f"{width_name}: content sticks out of the window: {layout['offenders']}")
+        problems.append(
+            f"{width_name}: content sticks out of the window: {layout['offenders']}"
+        )
     return problems
 
 
@@ -504,9 +589,14 @@ def test_every_built_page_reads_offline(book_html):
         for m in REMOTE_FETCH.finditer(text):
             url = next(g for g in (m.group(2), m.group(5), m.group(8)) if g)
             problems.append(f"{path.relative_to(book_html)} fetches {url}")
-        if "vendor/jupyter-widgets/embed.js" in text and not (
-                book_html / "_static/vendor/jupyter-widgets/embed.js").exists():
-            problems.append(f"{path.relative_to(book_html)} needs the widget manager: run `make vendor`")
-    assert (book_html / "_static/mathjax/tex-chtml.js").exists(), "MathJax is not in the build (sphinx-mathjax-offline)"
+        if (
+            "vendor/jupyter-widgets/embed.js" in text
+            and not (book_html / "_static/vendor/jupyter-widgets/embed.js").exists()
+        ):
+            problems.append(
+                f"{path.relative_to(book_html)} needs the widget manager: run `make vendor`"
+            )
+    assert (book_html / "_static/mathjax/tex-chtml.js").exists(), (
+        "MathJax is not in the build (sphinx-mathjax-offline)"
+    )
     assert not problems, "\n".join(problems[:20])
-

@@ -12,19 +12,31 @@ import pytest
 import sympy as sp
 import torch
 
-from oldschool import autoencoders, data, estimators, gaussians, latents, perceptual, seeds, symbolic
+from oldschool import (
+    autoencoders,
+    data,
+    estimators,
+    gaussians,
+    latents,
+    perceptual,
+    seeds,
+    symbolic,
+)
 
 
 def _variance_se(samples):
     centered = samples - samples.mean()
-    return math.sqrt((centered.pow(4).mean() - centered.pow(2).mean() ** 2).item() / len(samples))
+    return math.sqrt(
+        (centered.pow(4).mean() - centered.pow(2).mean() ** 2).item() / len(samples)
+    )
 
 
 def _mc_matches(samples, mean, variance):
     """ch1 (ch1-variance, ch1-dimension): Monte Carlo mean and variance within 4 standard errors."""
     n = len(samples)
-    return (abs(samples.mean().item() - mean) < 4 * samples.std().item() / math.sqrt(n)
-            and abs(samples.var().item() - variance) < 4 * _variance_se(samples))
+    return abs(samples.mean().item() - mean) < 4 * samples.std().item() / math.sqrt(
+        n
+    ) and abs(samples.var().item() - variance) < 4 * _variance_se(samples)
 
 
 # ch1 -------------------------------------------------------------------------------------
@@ -42,7 +54,9 @@ def test_ch1_score_function_check_fails_with_a_flipped_sign():
 def test_ch1_dimension_check_fails_with_a_dropped_term():
     """Drop the (d - 1) Var R term of the closed form: Monte Carlo disagrees at d = 16."""
     a, sigma, d, n = -1.3, 0.5, 16, 20_000
-    _, score_b = estimators.quadratic_estimates(d, a, sigma, n, generator=torch.Generator().manual_seed(1))
+    _, score_b = estimators.quadratic_estimates(
+        d, a, sigma, n, generator=torch.Generator().manual_seed(1)
+    )
     right = estimators.quadratic_variances(d, a, sigma)[1]
     wrong = right - (d - 1) * (4 * a**2 * sigma**2 + 2 * sigma**4) / sigma**2
     assert _mc_matches(score_b, 2 * a, right)
@@ -52,11 +66,15 @@ def test_ch1_dimension_check_fails_with_a_dropped_term():
 def test_ch1_reparameterized_check_fails_with_a_missing_half_in_the_std():
     """A sample with std = exp(logvar) instead of exp(logvar / 2) gives a biased d/dsigma."""
     mu, sigma, n = 0.7, 0.5, 20_000
-    eps = torch.randn(n, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    log_sigma = torch.full((n,), math.log(sigma), dtype=torch.float64, requires_grad=True)
+    eps = torch.randn(
+        n, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
+    log_sigma = torch.full(
+        (n,), math.log(sigma), dtype=torch.float64, requires_grad=True
+    )
     for std_of, ok in ((lambda ls: ls.exp(), True), (lambda ls: (2 * ls).exp(), False)):
         z = mu + std_of(log_sigma) * eps
-        grad, = torch.autograd.grad((z**2).sum(), log_sigma)
+        (grad,) = torch.autograd.grad((z**2).sum(), log_sigma)
         per_sample = grad / sigma  # d/dsigma, as the chapter computes it
         se = per_sample.std().item() / math.sqrt(n)
         assert (abs(per_sample.mean().item() - 2 * sigma) < 4 * se) == ok
@@ -69,13 +87,19 @@ def test_ch1_training_check_fails_on_an_untrained_model():
     untrained = autoencoders.AE(tuple(images.shape[1:]), latent_dim=2, hidden=64)
     with torch.no_grad():
         mse = (images - untrained(images)).pow(2).flatten(1).sum(1).mean().item()
-    assert not mse < 0.5 * baseline  # the chapter asserts every trained seed passes this
+    assert (
+        not mse < 0.5 * baseline
+    )  # the chapter asserts every trained seed passes this
 
 
 def test_ch1_shrink_claim_fails_when_sigma_did_not_move():
     start = [math.log(1.0), math.log(1.01), math.log(0.99)]
-    assert seeds.compare(start, [math.log(0.004), math.log(0.005), math.log(0.003)]).holds
-    assert not seeds.compare(start, [math.log(1.0), math.log(0.98), math.log(1.02)]).holds
+    assert seeds.compare(
+        start, [math.log(0.004), math.log(0.005), math.log(0.003)]
+    ).holds
+    assert not seeds.compare(
+        start, [math.log(1.0), math.log(0.98), math.log(1.02)]
+    ).holds
 
 
 # ch2 -------------------------------------------------------------------------------------
@@ -93,8 +117,16 @@ def test_ch2_eq9_check_fails_with_a_dropped_half():
 @pytest.fixture
 def tiny_vae():
     torch.manual_seed(0)
-    model = autoencoders.VAE(image_shape=(1, 2, 2), latent_dim=2, hidden=16).double().eval()
-    x = torch.rand(3, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
+    model = (
+        autoencoders.VAE(image_shape=(1, 2, 2), latent_dim=2, hidden=16).double().eval()
+    )
+    x = (
+        torch.rand(
+            3, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+        )
+        * 2
+        - 1
+    )
     return model, x
 
 
@@ -104,12 +136,20 @@ def test_ch2_bound_check_fails_with_a_dropped_factor(tiny_vae):
     sigma = 0.2
     log_px = autoencoders.grid_log_likelihood(model, x, sigma, half_width=7.0, n=301)
     g = torch.Generator().manual_seed(2)
-    elbo = autoencoders.elbo_per_image(model, x, sigma=sigma, n_samples=2000, generator=g)
+    elbo = autoencoders.elbo_per_image(
+        model, x, sigma=sigma, n_samples=2000, generator=g
+    )
     with torch.no_grad():
         q = model.encode(x)
-        squared = torch.stack([(x - model.decode(q.sample(generator=g))).pow(2).flatten(1).sum(1)
-                               for _ in range(2000)]).mean(0)  # E_q ||x - x_hat||^2, (B,)
-    dropped = elbo + squared / (2 * sigma**2) - squared  # the squared error not divided by 2 sigma^2
+        squared = torch.stack(
+            [
+                (x - model.decode(q.sample(generator=g))).pow(2).flatten(1).sum(1)
+                for _ in range(2000)
+            ]
+        ).mean(0)  # E_q ||x - x_hat||^2, (B,)
+    dropped = (
+        elbo + squared / (2 * sigma**2) - squared
+    )  # the squared error not divided by 2 sigma^2
     assert torch.all(elbo < log_px)
     assert not torch.all(dropped < log_px)
 
@@ -117,13 +157,22 @@ def test_ch2_bound_check_fails_with_a_dropped_factor(tiny_vae):
 def test_ch2_amortization_claim_fails_without_fitting(tiny_vae):
     model, x = tiny_vae
     g = torch.Generator().manual_seed(3)
-    fitted = autoencoders.fit_posterior(model, x, sigma=0.5, steps=300, n_samples=16, generator=g)
-    elbo_enc = autoencoders.elbo_per_image(model, x, sigma=0.5, n_samples=4000, generator=g)
-    elbo_fit = autoencoders.elbo_per_image(model, x, sigma=0.5, n_samples=4000, generator=g, posterior=fitted)
+    fitted = autoencoders.fit_posterior(
+        model, x, sigma=0.5, steps=300, n_samples=16, generator=g
+    )
+    elbo_enc = autoencoders.elbo_per_image(
+        model, x, sigma=0.5, n_samples=4000, generator=g
+    )
+    elbo_fit = autoencoders.elbo_per_image(
+        model, x, sigma=0.5, n_samples=4000, generator=g, posterior=fitted
+    )
     assert seeds.compare(elbo_fit.tolist(), elbo_enc.tolist()).holds
-    unfitted = autoencoders.fit_posterior(model, x, sigma=0.5, steps=0, generator=g)  # = the encoder
-    elbo_unfit = autoencoders.elbo_per_image(model, x, sigma=0.5, n_samples=4000, generator=g,
-                                             posterior=unfitted)
+    unfitted = autoencoders.fit_posterior(
+        model, x, sigma=0.5, steps=0, generator=g
+    )  # = the encoder
+    elbo_unfit = autoencoders.elbo_per_image(
+        model, x, sigma=0.5, n_samples=4000, generator=g, posterior=unfitted
+    )
     assert not seeds.compare(elbo_unfit.tolist(), elbo_enc.tolist()).holds
 
 
@@ -134,11 +183,20 @@ def test_ch3_laplace_check_fails_without_the_log_scale_term():
     g = torch.Generator().manual_seed(4)
     x = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
     x_hat = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
-    q = gaussians.DiagonalGaussian(torch.randn(4, 4, 2, 2, generator=g), torch.randn(4, 4, 2, 2, generator=g))
-    _, parts = perceptual.KLAutoencoderLoss(None, perceptual_weight=0.0, logvar_init=-1.3)(x, x_hat, q)
+    q = gaussians.DiagonalGaussian(
+        torch.randn(4, 4, 2, 2, generator=g), torch.randn(4, 4, 2, 2, generator=g)
+    )
+    _, parts = perceptual.KLAutoencoderLoss(
+        None, perceptual_weight=0.0, logvar_init=-1.3
+    )(x, x_hat, q)
     b, D = math.exp(-1.3), x[0].numel()
-    laplace = (-torch.distributions.Laplace(x_hat, b).log_prob(x).flatten(1).sum(1) - D * math.log(2)).mean()
-    no_log_b = ((x - x_hat).abs() / b).flatten(1).sum(1).mean()  # the "+ s" term dropped
+    laplace = (
+        -torch.distributions.Laplace(x_hat, b).log_prob(x).flatten(1).sum(1)
+        - D * math.log(2)
+    ).mean()
+    no_log_b = (
+        ((x - x_hat).abs() / b).flatten(1).sum(1).mean()
+    )  # the "+ s" term dropped
     assert torch.allclose(parts["nll"], laplace, rtol=1e-5)
     assert not torch.allclose(no_log_b, laplace, rtol=1e-5)
 
@@ -161,7 +219,9 @@ def test_ch3_patch_check_fails_with_the_wrong_token_order():
     tokens = latents.pack_latents(z)
     linear = latents.patch_conv_as_linear(conv)
     assert torch.allclose(by_conv, linear(tokens), atol=1e-5)
-    swapped = tokens.view(1, 16, 16, 2, 2).transpose(-1, -2).reshape(1, 16, 64)  # dy <-> dx
+    swapped = (
+        tokens.view(1, 16, 16, 2, 2).transpose(-1, -2).reshape(1, 16, 64)
+    )  # dy <-> dx
     assert not torch.allclose(by_conv, linear(swapped), atol=1e-5)
 
 

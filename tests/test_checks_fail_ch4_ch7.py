@@ -22,19 +22,30 @@ VP = sde_lib.VPSDE()
 
 # ---- chapter 4 ----------------------------------------------------------------------------
 
+
 def elbo_term_holds(weight):
     """ch4-elbo: the KL of one denoising step equals weight(SNR_s, SNR_t) * ||x0 - x0_hat||^2."""
-    post_mean, post_var, _, (x_s, x_t_, x0_, x0_hat_, a_s, s_s, a_t, s_t) = symbolic.diffusion_step_kl()
+    post_mean, post_var, _, (x_s, x_t_, x0_, x0_hat_, a_s, s_s, a_t, s_t) = (
+        symbolic.diffusion_step_kl()
+    )
     mean_fn = sp.lambdify((x_t_, x0_, a_s, s_s, a_t, s_t), post_mean)
     var_fn = sp.lambdify((a_s, s_s, a_t, s_t), post_var)
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(256, 2, generator=g, dtype=torch.float64)
-    s_b, t_b = torch.full((256,), 0.2, dtype=torch.float64), torch.full((256,), 0.25, dtype=torch.float64)
-    coeffs = [append_dims(c, 2) for c in (VP.alpha(s_b), VP.sigma(s_b), VP.alpha(t_b), VP.sigma(t_b))]
+    s_b, t_b = (
+        torch.full((256,), 0.2, dtype=torch.float64),
+        torch.full((256,), 0.25, dtype=torch.float64),
+    )
+    coeffs = [
+        append_dims(c, 2)
+        for c in (VP.alpha(s_b), VP.sigma(s_b), VP.alpha(t_b), VP.sigma(t_b))
+    ]
     x_t, _ = VP.perturb(x0, t_b, generator=g)
     x0_hat = x0 + 0.1 * torch.randn(x0.shape, generator=g, dtype=torch.float64)
     logvar = var_fn(*coeffs).log().expand_as(x0)
-    kl = gaussians.kl_diagonal(mean_fn(x_t, x0, *coeffs), logvar, mean_fn(x_t, x0_hat, *coeffs), logvar)
+    kl = gaussians.kl_diagonal(
+        mean_fn(x_t, x0, *coeffs), logvar, mean_fn(x_t, x0_hat, *coeffs), logvar
+    )
     weighted_se = weight(VP.snr(s_b), VP.snr(t_b)) * (x0 - x0_hat).pow(2).sum(1)
     return torch.allclose(kl, weighted_se, rtol=1e-8, atol=1e-12)
 
@@ -42,7 +53,9 @@ def elbo_term_holds(weight):
 def test_ch4_elbo_check_fails_on_a_dropped_half_and_a_flipped_sign():
     assert elbo_term_holds(lambda snr_s, snr_t: 0.5 * (snr_s - snr_t))
     assert not elbo_term_holds(lambda snr_s, snr_t: snr_s - snr_t)  # the 1/2 dropped
-    assert not elbo_term_holds(lambda snr_s, snr_t: 0.5 * (snr_t - snr_s))  # sign flipped
+    assert not elbo_term_holds(
+        lambda snr_s, snr_t: 0.5 * (snr_t - snr_s)
+    )  # sign flipped
 
 
 def prediction_maps_hold(targets):
@@ -57,7 +70,9 @@ def prediction_maps_hold(targets):
         eps_hat, x0_hat = nets.eps_and_x0(out, x_t, a, s, p)
         implied = targets(x0_hat, eps_hat, a, s)
         for q in maps:
-            expected = sp.lambdify((x_t_sym, output, alpha, sigma), maps[p][q])(x_t, out, a, s)
+            expected = sp.lambdify((x_t_sym, output, alpha, sigma), maps[p][q])(
+                x_t, out, a, s
+            )
             if not torch.allclose(implied[q], expected * torch.ones_like(out)):
                 return False
     return True
@@ -67,7 +82,10 @@ def test_ch4_parameterization_check_fails_on_a_flipped_sign_in_v():
     assert prediction_maps_hold(nets.targets)
 
     def flipped_v(x0, eps, a, s):
-        return {**nets.targets(x0, eps, a, s), "v": a * eps + s * x0}  # v = a eps - s x0
+        return {
+            **nets.targets(x0, eps, a, s),
+            "v": a * eps + s * x0,
+        }  # v = a eps - s x0
 
     assert not prediction_maps_hold(flipped_v)
 
@@ -77,8 +95,15 @@ def loss_weights_hold(eps_weight):
     w_alpha_sigma, w_snr, (alpha, sigma, snr) = symbolic.loss_weights_vs_snr()
     t = torch.linspace(0.001, 1.0, 100, dtype=torch.float64)
     a, s = VP.alpha(t), VP.sigma(t)
-    return all(torch.allclose(sp.lambdify(snr, w_snr[q])(VP.snr(t)) * torch.ones_like(t)
-                              * eps_weight(a, s, q), torch.ones_like(t)) for q in w_snr)
+    return all(
+        torch.allclose(
+            sp.lambdify(snr, w_snr[q])(VP.snr(t))
+            * torch.ones_like(t)
+            * eps_weight(a, s, q),
+            torch.ones_like(t),
+        )
+        for q in w_snr
+    )
 
 
 def test_ch4_weight_check_fails_on_a_dropped_square():
@@ -91,12 +116,20 @@ def ratios_hold(model):
     _, w_snr, (_, _, snr) = symbolic.loss_weights_vs_snr()
     x0 = data.toy_2d("moons", 512, generator=torch.Generator().manual_seed(4))
     for t in (0.05, 0.5, 1.0):
-        errors = nets.prediction_errors(model, x0, VP, torch.full((512,), t), "eps",
-                                        generator=torch.Generator().manual_seed(10))
+        errors = nets.prediction_errors(
+            model,
+            x0,
+            VP,
+            torch.full((512,), t),
+            "eps",
+            generator=torch.Generator().manual_seed(10),
+        )
         snr_t = VP.snr(torch.tensor(t, dtype=torch.float64))
         for q in w_snr:  # the four of chapter 4 (prediction_errors also has "velocity")
             w = float(sp.lambdify(snr, w_snr[q])(snr_t))
-            if not math.isclose(errors[q].item() / errors["eps"].item(), w, rel_tol=1e-3):
+            if not math.isclose(
+                errors[q].item() / errors["eps"].item(), w, rel_tol=1e-3
+            ):
                 return False
     return True
 
@@ -105,7 +138,9 @@ def test_ch4_ratio_check_checks_the_code_not_the_training(monkeypatch):
     torch.manual_seed(0)
     untrained = nets.ScoreMLP(dim=2, hidden=32, layers=2, embed_dim=16)
     torch.nn.init.normal_(untrained.x_out.weight, std=0.1)  # a nonzero untrained output
-    assert ratios_hold(untrained)  # any network passes: this is a check of prediction_errors
+    assert ratios_hold(
+        untrained
+    )  # any network passes: this is a check of prediction_errors
     targets = nets.targets
 
     def x0_with_a_dropped_factor(x0, eps, a, s, *derivatives):
@@ -133,20 +168,32 @@ def test_ch4_training_check_fails_for_an_untrained_model():
 
     mean, var = x_eval.mean(0), x_eval.var(0)
 
-    def linear_denoiser(x_t, t):  # the best eps-prediction for a Gaussian fit of the data
+    def linear_denoiser(
+        x_t, t
+    ):  # the best eps-prediction for a Gaussian fit of the data
         a, s = append_dims(VP.alpha(t), 2), append_dims(VP.sigma(t), 2)
         return s * (x_t - a * mean) / (a**2 * var + s**2)
 
     assert beats_control(linear_denoiser, untrained, x_eval)
-    assert not beats_control(untrained, nets.ScoreMLP(dim=2, hidden=32, layers=2, embed_dim=16), x_eval)
+    assert not beats_control(
+        untrained, nets.ScoreMLP(dim=2, hidden=32, layers=2, embed_dim=16), x_eval
+    )
 
 
 def far_from_prior(samples, prior, n=500):
     """ch4-sample: samples nearer the data than the prior by > 5 standard errors (sliced W2)."""
-    fresh = [data.toy_2d("moons", n, generator=torch.Generator().manual_seed(100 + k)) for k in range(6)]
+    fresh = [
+        data.toy_2d("moons", n, generator=torch.Generator().manual_seed(100 + k))
+        for k in range(6)
+    ]
     g = torch.Generator().manual_seed(9)
-    gap = torch.tensor([toy.sliced_wasserstein(prior, f, generator=g)
-                        - toy.sliced_wasserstein(samples, f, generator=g) for f in fresh])
+    gap = torch.tensor(
+        [
+            toy.sliced_wasserstein(prior, f, generator=g)
+            - toy.sliced_wasserstein(samples, f, generator=g)
+            for f in fresh
+        ]
+    )
     return bool(gap.mean() > 5 * gap.std() / math.sqrt(len(gap)))
 
 
@@ -154,20 +201,28 @@ def test_ch4_sample_check_fails_when_the_sampler_returns_its_start():
     prior = torch.randn(500, 2, generator=torch.Generator().manual_seed(6))
     good = data.toy_2d("moons", 500, generator=torch.Generator().manual_seed(7))
     assert far_from_prior(good, prior)
-    assert not far_from_prior(torch.randn(500, 2, generator=torch.Generator().manual_seed(8)), prior)
+    assert not far_from_prior(
+        torch.randn(500, 2, generator=torch.Generator().manual_seed(8)), prior
+    )
 
 
 # ---- chapter 7 ----------------------------------------------------------------------------
 
+
 def attention_flops_hold():
     """ch7-flops: traced FLOPs at level 0 = the closed forms (a tiny U-Net, as the SD 1.5 cell)."""
-    config = unet.tiny_config(channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=24)
+    config = unet.tiny_config(
+        channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=24
+    )
     with torch.device("meta"):
         model = unet.UNet2DCondition(config)
     flops = unet_costs.tally(unet_costs.trace(model, (1, 1, 16, 16), (1, 5, 24))[0])
     n, c, m, d, blocks = 16 * 16, 32, 5, 24, 2 + 3
-    return (flops[0, "self-attention"] == blocks * (8 * n * c**2 + 4 * n**2 * c)
-            and flops[0, "cross-attention"] == blocks * (4 * n * c**2 + 4 * m * d * c + 4 * n * m * c))
+    return flops[0, "self-attention"] == blocks * (
+        8 * n * c**2 + 4 * n**2 * c
+    ) and flops[0, "cross-attention"] == blocks * (
+        4 * n * c**2 + 4 * m * d * c + 4 * n * m * c
+    )
 
 
 def test_ch7_flops_check_fails_when_a_multiply_add_counts_once(monkeypatch):
@@ -195,11 +250,17 @@ def at_chance(hits):
 
 def test_ch7_chance_check_fails_when_the_label_leaks_at_w0():
     g = torch.Generator().manual_seed(0)
-    ignored = (torch.rand(3, 60, generator=g) < 0.1).float()  # w = 0 truly ignores the label
-    leaking = (torch.rand(3, 60, generator=g) < 0.4).float()  # 40% match: the label leaks
+    ignored = (
+        torch.rand(3, 60, generator=g) < 0.1
+    ).float()  # w = 0 truly ignores the label
+    leaking = (
+        torch.rand(3, 60, generator=g) < 0.4
+    ).float()  # 40% match: the label leaks
     assert at_chance(ignored)
     assert not at_chance(leaking)
-    assert leaking.mean() < 0.5  # the chapter's old check, acc[0] < 0.5, let this leak through
+    assert (
+        leaking.mean() < 0.5
+    )  # the chapter's old check, acc[0] < 0.5, let this leak through
 
 
 def guidance_helps(hits_w1, hits_best):
@@ -217,7 +278,9 @@ def test_ch7_guidance_check_fails_when_guidance_does_nothing():
 
 def tiny_conditional_unet(seed):
     torch.manual_seed(seed)
-    return guidance.ClassConditionalUNet(unet.tiny_unet(channels=(16, 32, 32), groups=8), num_classes=10)
+    return guidance.ClassConditionalUNet(
+        unet.tiny_unet(channels=(16, 32, 32), groups=8), num_classes=10
+    )
 
 
 def beats_zero_prediction(model, batches=8):
@@ -226,11 +289,17 @@ def beats_zero_prediction(model, batches=8):
     schedule = sde_lib.DiscreteVP.stable_diffusion()
     mse = {"model": [], "zero": []}
     with torch.no_grad():
-        for k, (x0, y) in enumerate(zip(images[:256].chunk(batches), labels[:256].chunk(batches))):
-            for name, eps_model in (("model", lambda x_t, t: model(x_t, t, y)),
-                                    ("zero", lambda x_t, t: 0 * x_t)):
+        for k, (x0, y) in enumerate(
+            zip(images[:256].chunk(batches), labels[:256].chunk(batches))
+        ):
+            for name, eps_model in (
+                ("model", lambda x_t, t: model(x_t, t, y)),
+                ("zero", lambda x_t, t: 0 * x_t),
+            ):
                 g = torch.Generator().manual_seed(100 + k)
-                mse[name].append(nets.dsm_loss(eps_model, x0, schedule, generator=g)[0].item())
+                mse[name].append(
+                    nets.dsm_loss(eps_model, x0, schedule, generator=g)[0].item()
+                )
     gain = torch.tensor(mse["zero"]) - torch.tensor(mse["model"])
     return bool(gain.mean() > 5 * gain.std() / math.sqrt(len(gain)))
 
@@ -245,7 +314,9 @@ def test_ch7_training_check_passes_for_a_denoiser_that_reads_x_t():
     images = data.digits()
     mean, var = images.mean(0), images.var(0)
 
-    def linear_denoiser(x_t, t, labels):  # the best eps-prediction for a per-pixel Gaussian fit
+    def linear_denoiser(
+        x_t, t, labels
+    ):  # the best eps-prediction for a per-pixel Gaussian fit
         a, s = append_dims(schedule.alpha(t), 4), append_dims(schedule.sigma(t), 4)
         return s * (x_t - a * mean) / (a**2 * var + s**2)
 
@@ -263,10 +334,17 @@ def test_ch7_attention_split_check_fails_for_an_untrained_model(seed):
         x0 = images[labels == digit][:16]
         x_t, _ = schedule.perturb(x0, torch.full((len(x0),), 0.5), generator=g)
         context = net.tokens(torch.full((len(x0),), digit))
-        for name, w in unet.cross_attention_maps(net.unet, x_t, net.timestep(0.5), context).items():
+        for name, w in unet.cross_attention_maps(
+            net.unet, x_t, net.timestep(0.5), context
+        ).items():
             per_block.setdefault(name, []).append(w[..., 1].mean().item())
-    fine = [n for n in per_block if n.startswith(("down_blocks.0", "up_blocks.2"))]  # the 8x8 blocks
+    fine = [
+        n for n in per_block if n.startswith(("down_blocks.0", "up_blocks.2"))
+    ]  # the 8x8 blocks
     coarse = [n for n in per_block if n not in fine]
-    split = (torch.tensor([per_block[n] for n in coarse]).mean(0)
-             - torch.tensor([per_block[n] for n in fine]).mean(0))  # (10,) per digit
-    assert not split.mean() > 3 * split.std() / math.sqrt(10)  # ch7-attention's assert fails
+    split = torch.tensor([per_block[n] for n in coarse]).mean(0) - torch.tensor(
+        [per_block[n] for n in fine]
+    ).mean(0)  # (10,) per digit
+    assert not split.mean() > 3 * split.std() / math.sqrt(
+        10
+    )  # ch7-attention's assert fails

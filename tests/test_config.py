@@ -27,7 +27,9 @@ def test_forcing_gpu_without_cuda_is_an_error(monkeypatch):
 @pytest.mark.parametrize("chapter", sorted(config.CHAPTERS))
 def test_both_modes_have_the_same_settings(chapter):
     cpu, gpu = config.CHAPTERS[chapter]["cpu"], config.CHAPTERS[chapter]["gpu"]
-    assert set(cpu) == set(gpu), f"{chapter}: cpu and gpu columns name different settings"
+    assert set(cpu) == set(gpu), (
+        f"{chapter}: cpu and gpu columns name different settings"
+    )
     assert config.settings(chapter, "gpu").mode == "gpu"
 
 

@@ -28,7 +28,9 @@ def test_photo_patches_are_reproducible_crops():
     full = data.photo("astronaut")[0]
     # the first crop comes from the astronaut: find where its top-left pixel occurs, then compare
     candidates = (full == a[0][:, :1, :1]).all(0).nonzero().tolist()
-    assert any(torch.equal(full[:, i : i + 32, j : j + 32], a[0]) for i, j in candidates)
+    assert any(
+        torch.equal(full[:, i : i + 32, j : j + 32], a[0]) for i, j in candidates
+    )
 
 
 def test_bad_inputs_are_named():
@@ -59,9 +61,13 @@ def test_toy_2d_sets(name):
 def test_toy_shapes_are_what_they_say():
     g = torch.Generator().manual_seed(1)
     r = data.toy_2d("rings", 4000, generator=g).norm(dim=1)
-    assert ((r - 0.4).abs() < 0.1).float().mean() > 0.4 and ((r - 0.9).abs() < 0.1).float().mean() > 0.4
+    assert ((r - 0.4).abs() < 0.1).float().mean() > 0.4 and (
+        (r - 0.9).abs() < 0.1
+    ).float().mean() > 0.4
     c = data.toy_2d("checkerboard", 4000, generator=g) * 2  # back to [-2, 2]^2
     cells = torch.floor(c).long()
-    assert ((cells[:, 0] + cells[:, 1]) % 2 == 0).all()  # only one colour of the board is occupied
+    assert (
+        (cells[:, 0] + cells[:, 1]) % 2 == 0
+    ).all()  # only one colour of the board is occupied
     with pytest.raises(ValueError, match="unknown 2-D data set"):
         data.toy_2d("spiral", 10)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from oldschool import edm, likelihood, samplers, solver_study, toy
+from oldschool import edm, likelihood, samplers, toy
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
 MIXTURE = toy.example_mixture()

@@ -20,10 +20,14 @@ def _variance_se(samples):
 def test_quadratic_variances_match_monte_carlo(d, baseline):
     a, sigma, n = -1.3, 0.5, 200_000
     g = torch.Generator().manual_seed(d)
-    reparam, reinforce = estimators.quadratic_estimates(d, a, sigma, n, baseline, generator=g)
+    reparam, reinforce = estimators.quadratic_estimates(
+        d, a, sigma, n, baseline, generator=g
+    )
     var_reparam, var_reinforce = estimators.quadratic_variances(d, a, sigma, baseline)
     for samples, exact in ((reparam, var_reparam), (reinforce, var_reinforce)):
-        assert abs(samples.mean().item() - 2 * a) < 5 * samples.std().item() / math.sqrt(n)
+        assert abs(
+            samples.mean().item() - 2 * a
+        ) < 5 * samples.std().item() / math.sqrt(n)
         assert abs(samples.var().item() - exact) < 5 * _variance_se(samples)
 
 
@@ -31,17 +35,26 @@ def test_quadrature_matches_the_quadratic_closed_form():
     a, sigma = -1.3, 0.5
     f, df = (lambda z: (z - 2.0) ** 2), (lambda z: 2 * (z - 2.0))  # mu = 0.7: a = -1.3
     for baseline in (0.0, a**2 + sigma**2):
-        grad, var_r, var_s = estimators.exact_gradient_and_variances(f, df, 0.7, sigma, baseline)
+        grad, var_r, var_s = estimators.exact_gradient_and_variances(
+            f, df, 0.7, sigma, baseline
+        )
         assert math.isclose(grad, 2 * a, rel_tol=1e-8)
         exact_r, exact_s = estimators.quadratic_variances(1, a, sigma, baseline)
-        assert math.isclose(var_r, exact_r, rel_tol=1e-8) and math.isclose(var_s, exact_s, rel_tol=1e-8)
+        assert math.isclose(var_r, exact_r, rel_tol=1e-8) and math.isclose(
+            var_s, exact_s, rel_tol=1e-8
+        )
 
 
 def test_score_function_variance_grows_linearly_with_dimension():
     a, sigma = -1.3, 0.5
     v = [estimators.quadratic_variances(d, a, sigma)[1] for d in (1, 2, 3)]
-    assert math.isclose(v[2] - v[1], v[1] - v[0]) and math.isclose(v[1] - v[0], 4 * a**2 + 2 * sigma**2)
-    assert all(estimators.quadratic_variances(d, a, sigma)[0] == 4 * sigma**2 for d in (1, 10, 100))
+    assert math.isclose(v[2] - v[1], v[1] - v[0]) and math.isclose(
+        v[1] - v[0], 4 * a**2 + 2 * sigma**2
+    )
+    assert all(
+        estimators.quadratic_variances(d, a, sigma)[0] == 4 * sigma**2
+        for d in (1, 10, 100)
+    )
 
 
 def test_bad_arguments_are_named():

@@ -19,8 +19,15 @@ from oldschool import explorer, samplers, sde, toy, widgets
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 RTOL = 1e-6
 
 PATHS = {  # (Python path, the same path in JavaScript)
@@ -30,7 +37,9 @@ PATHS = {  # (Python path, the same path in JavaScript)
     "VE default": (VESDE(0.01, 50.0), "VESDE(0.01, 50.0)"),
     "VE other": (VESDE(0.002, 20.0), "VESDE(0.002, 20.0)"),
 }
-if hasattr(sde, "LinearPath"):  # chapter 8's path (helper "flow"), once it is on this branch
+if hasattr(
+    sde, "LinearPath"
+):  # chapter 8's path (helper "flow"), once it is on this branch
     PATHS["linear"] = (sde.LinearPath(), "LinearPath()")
 TIMES = [1e-3, 0.01, 0.1, 0.37, 0.5, 0.9, 1.0]
 
@@ -39,9 +48,13 @@ TIMES = [1e-3, 0.01, 0.1, 0.37, 0.5, 0.9, 1.0]
 def browser():
     """Debian's Chromium, driven by Playwright (one per module: Playwright's sync API allows one)."""
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)"
+        )
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS
+        )
         yield browser
         browser.close()
 
@@ -64,7 +77,9 @@ def page(browser):
 def _close(js, py, what):
     js = torch.tensor(js, dtype=torch.float64).reshape(py.shape)
     scale = py.abs().max().item()
-    torch.testing.assert_close(js, py, rtol=RTOL, atol=RTOL * scale, msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(
+        js, py, rtol=RTOL, atol=RTOL * scale, msg=lambda m: f"{what}: {m}"
+    )
 
 
 @pytest.mark.browser
@@ -72,14 +87,21 @@ def _close(js, py, what):
 def test_path_coefficients_match(page, name):
     """alpha, sigma, lam, f, g2 and g of each path, at times from t_min to T."""
     path, js_path = PATHS[name]
-    js = page.evaluate(f"""ts => {{
+    js = page.evaluate(
+        f"""ts => {{
         const p = OldschoolExplorer.{js_path};
         return Object.fromEntries(['alpha', 'sigma', 'lam', 'f', 'g2', 'g']
             .map(k => [k, ts.map(t => p[k](t))]).concat([['prior_std', p.prior_std], ['T', p.T]]));
-    }}""", [t for t in TIMES if t <= path.T])
+    }}""",
+        [t for t in TIMES if t <= path.T],
+    )
     t = torch.tensor([t for t in TIMES if t <= path.T], dtype=torch.float64)
     for key in ("alpha", "sigma", "lam", "f", "g2", "g"):
-        _close(js[key], getattr(path, key)(t).double() * torch.ones_like(t), f"{name} {key}")
+        _close(
+            js[key],
+            getattr(path, key)(t).double() * torch.ones_like(t),
+            f"{name} {key}",
+        )
     assert js["prior_std"] == path.prior_std and js["T"] == path.T
 
 
@@ -93,20 +115,25 @@ def test_exact_score_matches(page, name):
     for t in (1e-3, 0.05, 0.3, path.T):
         spread = 1.5 * math.sqrt(float(path.alpha(t)) ** 2 + float(path.sigma(t)) ** 2)
         x = spread * torch.randn(64, 2, generator=gen, dtype=torch.float64)  # (64, 2)
-        js = page.evaluate(f"""([mixture, x, t]) => Array.from(OldschoolExplorer.score(
+        js = page.evaluate(
+            f"""([mixture, x, t]) => Array.from(OldschoolExplorer.score(
             mixture, OldschoolExplorer.{js_path}, t, new Float64Array(x), new Float64Array(x.length)))""",
-            [explorer.mixture_json(mixture), x.flatten().tolist(), t])
+            [explorer.mixture_json(mixture), x.flatten().tolist(), t],
+        )
         _close(js, mixture.score(x, t, path), f"{name} score at t={t}")
 
 
 def _noise_like(gen, shape, count):
     """The normals a torch sampler draws from ``gen``, in order: one (B, 2) tensor per call."""
-    return [torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(count)]
+    return [
+        torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(count)
+    ]
 
 
 def _run_js(page, js_path, sampler, x, noise, steps, t_min):
     """Run a JS sampler from x with the given noise; returns the states after every step."""
-    return page.evaluate(f"""([mixture, x, noise, steps, t_min, sampler]) => {{
+    return page.evaluate(
+        f"""([mixture, x, noise, steps, t_min, sampler]) => {{
         const E = OldschoolExplorer, path = E.{js_path}, states = [];
         const opts = {{t_min: t_min, t_end: undefined, noise: i => new Float64Array(noise[i]),
                       callback: (i, t, xi) => states.push([t, ...xi])}};
@@ -114,35 +141,64 @@ def _run_js(page, js_path, sampler, x, noise, steps, t_min):
             E.forward_euler_maruyama(path, new Float64Array(x), steps, opts);
         else E[sampler](path, E.score_fn(mixture, path), new Float64Array(x), steps, opts);
         return states;
-    }}""", [explorer.mixture_json(toy.example_mixture()), x.flatten().tolist(),
-            [z.flatten().tolist() for z in noise], steps, t_min, sampler])
+    }}""",
+        [
+            explorer.mixture_json(toy.example_mixture()),
+            x.flatten().tolist(),
+            [z.flatten().tolist() for z in noise],
+            steps,
+            t_min,
+            sampler,
+        ],
+    )
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("sampler", ["euler_maruyama", "ode_euler", "ode_heun", "forward_euler_maruyama"])
-@pytest.mark.parametrize("name", ["VP default", "sub-VP", "VE default"]
-                         + (["linear"] if "linear" in PATHS else []))
+@pytest.mark.parametrize(
+    "sampler", ["euler_maruyama", "ode_euler", "ode_heun", "forward_euler_maruyama"]
+)
+@pytest.mark.parametrize(
+    "name",
+    ["VP default", "sub-VP", "VE default"] + (["linear"] if "linear" in PATHS else []),
+)
 def test_sampler_steps_match(page, name, sampler):
     """A few steps of each sampler from the same start with the same noise: every state agrees."""
     path, js_path = PATHS[name]
     mixture, steps, t_min, seed = toy.example_mixture(), 6, 1e-3, 3
     if sampler == "forward_euler_maruyama":
-        x = mixture.sample(16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x = mixture.sample(
+            16, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
     else:
-        x = path.prior_sample((16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x = path.prior_sample(
+            (16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
     noise = _noise_like(torch.Generator().manual_seed(seed), x.shape, steps)
     ts, xs = [], []
     record = lambda i, t, xi: (ts.append(float(t)), xs.append(xi.clone()))  # noqa: E731
-    gen = torch.Generator().manual_seed(seed)  # the same stream the noise above was drawn from
+    gen = torch.Generator().manual_seed(
+        seed
+    )  # the same stream the noise above was drawn from
     if sampler == "forward_euler_maruyama":
         samplers.forward_euler_maruyama(path, x, steps, callback=record, generator=gen)
     else:
-        samplers.SAMPLERS[sampler](path, mixture.score_fn(path), x, steps, t_min=t_min, callback=record,
-                                   generator=gen)
+        samplers.SAMPLERS[sampler](
+            path,
+            mixture.score_fn(path),
+            x,
+            steps,
+            t_min=t_min,
+            callback=record,
+            generator=gen,
+        )
     js = _run_js(page, js_path, sampler, x, noise, steps, t_min)
     assert len(js) == steps + 1
     for i, state in enumerate(js):
-        _close([state[0]], torch.tensor([ts[i]], dtype=torch.float64), f"{name} {sampler} t_{i}")
+        _close(
+            [state[0]],
+            torch.tensor([ts[i]], dtype=torch.float64),
+            f"{name} {sampler} t_{i}",
+        )
         _close(state[1:], xs[i], f"{name} {sampler} x after step {i}")
     assert not page.errors
 
@@ -152,11 +208,18 @@ def test_parity_fails_for_a_wrong_path(page):
     """The comparison can fail: a VP path with another beta_max does not pass for the default."""
     with pytest.raises(AssertionError):
         path, _ = PATHS["VP default"]
-        x = path.prior_sample((16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x = path.prior_sample(
+            (16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
         noise = _noise_like(torch.Generator().manual_seed(3), x.shape, 4)
         js = _run_js(page, "VPSDE(0.1, 19.5)", "euler_maruyama", x, noise, 4, 1e-3)
-        out = samplers.euler_maruyama(path, toy.example_mixture().score_fn(path), x, 4,
-                                      generator=torch.Generator().manual_seed(3))
+        out = samplers.euler_maruyama(
+            path,
+            toy.example_mixture().score_fn(path),
+            x,
+            4,
+            generator=torch.Generator().manual_seed(3),
+        )
         _close(js[-1][1:], out, "wrong path")
 
 
@@ -170,7 +233,9 @@ def test_defaults_sit_on_their_grids():
 
 def test_output_is_self_contained():
     """One HTML output: the inlined script (no "</script>" inside it), the JSON, no URL."""
-    html = explorer.live_explorer(toy.example_mixture(), view="sde_vs_ode")._repr_html_()
+    html = explorer.live_explorer(
+        toy.example_mixture(), view="sde_vs_ode"
+    )._repr_html_()
     assert "</script" not in explorer.js_source().lower()
     assert html.count("<script>") == 2 and "src=" not in html and "http" not in html
     assert '"view": "sde_vs_ode"' in html
@@ -194,13 +259,23 @@ def test_bad_arguments_are_named():
 def explorer_page(browser, tmp_path_factory):
     """A page holding both explorers' cell outputs, opened from a file, network closed."""
     mixture = toy.example_mixture()
-    html = "".join(explorer.live_explorer(mixture, view=v)._repr_html_() for v in explorer.VIEWS)
+    html = "".join(
+        explorer.live_explorer(mixture, view=v)._repr_html_() for v in explorer.VIEWS
+    )
     folder = tmp_path_factory.mktemp("explorer-page")
-    (folder / "index.html").write_text(f"<!doctype html><html><body>{html}</body></html>")
+    (folder / "index.html").write_text(
+        f"<!doctype html><html><body>{html}</body></html>"
+    )
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     blocked, errors = [], []
-    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
-               else (blocked.append(r.request.url), r.abort("internetdisconnected")))
+    page.route(
+        "**/*",
+        lambda r: (
+            r.continue_()
+            if r.request.url.startswith("file://")
+            else (blocked.append(r.request.url), r.abort("internetdisconnected"))
+        ),
+    )
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto((folder / "index.html").as_uri())

@@ -26,7 +26,7 @@ def test_packing_is_a_permutation_of_the_elements():
     # token (i, j) = (1, 2) holds channel c's patch rows 2..3, columns 4..5 at c * 4 + 2 * dy + dx
     token = tokens[1, 1 * 3 + 2]
     for c in range(4):
-        assert torch.equal(token[4 * c: 4 * c + 4], z[1, c, 2:4, 4:6].flatten())
+        assert torch.equal(token[4 * c : 4 * c + 4], z[1, c, 2:4, 4:6].flatten())
 
 
 def _flux_pipeline_function(name):
@@ -37,13 +37,19 @@ def _flux_pipeline_function(name):
         if isinstance(node, ast.FunctionDef) and node.name == name:
             node.decorator_list = []  # a plain function instead of a staticmethod
             namespace = {}
-            exec(compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec"), namespace)
+            exec(
+                compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec"),
+                namespace,
+            )
             return namespace[name]
     pytest.skip(f"FluxPipeline.{name} not found in {path}")
 
 
 def test_same_order_as_the_flux_pipeline():
-    pack, unpack = _flux_pipeline_function("_pack_latents"), _flux_pipeline_function("_unpack_latents")
+    pack, unpack = (
+        _flux_pipeline_function("_pack_latents"),
+        _flux_pipeline_function("_unpack_latents"),
+    )
     z = torch.randn(2, 16, 8, 12)
     theirs = pack(z, 2, 16, 8, 12)
     assert torch.equal(latents.pack_latents(z), theirs)
@@ -70,7 +76,9 @@ def test_scaling_round_trip_and_estimate():
     scale, shift = latents.estimate_scaling_factor(z, with_shift=True)
     assert abs(shift - float(z.mean())) < 1e-6
     z_scaled = latents.scale_latents(z, scale, shift)
-    assert abs(float(z_scaled.mean())) < 1e-5 and abs(float(z_scaled.std()) - 1.0) < 1e-5
+    assert (
+        abs(float(z_scaled.mean())) < 1e-5 and abs(float(z_scaled.std()) - 1.0) < 1e-5
+    )
     assert torch.allclose(latents.unscale_latents(z_scaled, scale, shift), z, atol=1e-5)
     scale0, shift0 = latents.estimate_scaling_factor(z)
     assert shift0 == 0.0 and scale0 == pytest.approx(scale)

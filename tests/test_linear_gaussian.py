@@ -32,9 +32,18 @@ def test_log_evidence_matches_torch_multivariate_normal(model_and_data):
 def test_log_evidence_is_the_prior_expectation_of_the_likelihood(model_and_data):
     # eq. (2): p(x) = E_{z ~ N(0, I)} p(x|z), estimated by brute force
     model, x = model_and_data
-    z = torch.randn(400_000, model.latent_dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    log_lik = torch.stack([model.log_likelihood(xi.expand(len(z), -1), z) for xi in x[:2]])  # (2, S)
-    estimate = torch.logsumexp(log_lik, dim=1) - torch.log(torch.tensor(len(z), dtype=torch.float64))
+    z = torch.randn(
+        400_000,
+        model.latent_dim,
+        generator=torch.Generator().manual_seed(1),
+        dtype=torch.float64,
+    )
+    log_lik = torch.stack(
+        [model.log_likelihood(xi.expand(len(z), -1), z) for xi in x[:2]]
+    )  # (2, S)
+    estimate = torch.logsumexp(log_lik, dim=1) - torch.log(
+        torch.tensor(len(z), dtype=torch.float64)
+    )
     assert torch.allclose(estimate, model.log_evidence(x[:2]), atol=0.05)
 
 
@@ -53,17 +62,28 @@ def test_bayes_rule_holds_pointwise(model_and_data):
     # log p(z|x) = log p(x|z) + log p(z) - log p(x) at any z
     model, x = model_and_data
     mean, cov = model.posterior(x)
-    z = torch.randn(len(x), model.latent_dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    z = torch.randn(
+        len(x),
+        model.latent_dim,
+        generator=torch.Generator().manual_seed(2),
+        dtype=torch.float64,
+    )
     log_post = torch.distributions.MultivariateNormal(mean, cov).log_prob(z)
-    log_prior = torch.distributions.MultivariateNormal(torch.zeros(model.latent_dim, dtype=torch.float64),
-                                                       torch.eye(model.latent_dim, dtype=torch.float64)).log_prob(z)
-    assert torch.allclose(log_post, model.log_likelihood(x, z) + log_prior - model.log_evidence(x))
+    log_prior = torch.distributions.MultivariateNormal(
+        torch.zeros(model.latent_dim, dtype=torch.float64),
+        torch.eye(model.latent_dim, dtype=torch.float64),
+    ).log_prob(z)
+    assert torch.allclose(
+        log_post, model.log_likelihood(x, z) + log_prior - model.log_evidence(x)
+    )
 
 
 def test_elbo_closed_form_matches_monte_carlo(model_and_data):
     model, x = model_and_data
     q_mean, q_cov = random_q(len(x), model.latent_dim, seed=3)
-    estimate, stderr = model.elbo_monte_carlo(x, q_mean, q_cov, n_samples=50_000, generator=torch.Generator().manual_seed(4))
+    estimate, stderr = model.elbo_monte_carlo(
+        x, q_mean, q_cov, n_samples=50_000, generator=torch.Generator().manual_seed(4)
+    )
     assert torch.all((model.elbo(x, q_mean, q_cov) - estimate).abs() < 4 * stderr)
 
 
@@ -76,7 +96,9 @@ def test_log_evidence_is_elbo_plus_kl_to_posterior(model_and_data):
         gap = gaussians.kl_multivariate(q_mean, q_cov, post_mean, post_cov)
         assert torch.all(elbo < model.log_evidence(x))
         assert torch.allclose(elbo + gap, model.log_evidence(x))
-    assert torch.allclose(model.elbo(x, post_mean, post_cov), model.log_evidence(x))  # tight at the posterior
+    assert torch.allclose(
+        model.elbo(x, post_mean, post_cov), model.log_evidence(x)
+    )  # tight at the posterior
 
 
 def test_mean_field_posterior_is_the_best_diagonal_q_and_leaves_a_gap(model_and_data):
@@ -84,25 +106,38 @@ def test_mean_field_posterior_is_the_best_diagonal_q_and_leaves_a_gap(model_and_
     mf_mean, mf_cov = model.mean_field_posterior(x)
     assert torch.equal(mf_cov, torch.diag(mf_cov.diagonal()))
     best = model.elbo(x, mf_mean, mf_cov)
-    assert torch.all(best < model.log_evidence(x) - 1e-6)  # random W: correlated posterior, a gap remains
+    assert torch.all(
+        best < model.log_evidence(x) - 1e-6
+    )  # random W: correlated posterior, a gap remains
     g = torch.Generator().manual_seed(5)
     for _ in range(5):  # any other diagonal q does worse
-        mean = mf_mean + 0.1 * torch.randn(mf_mean.shape, generator=g, dtype=torch.float64)
-        cov = torch.diag(mf_cov.diagonal() * torch.exp(0.3 * torch.randn(model.latent_dim, generator=g, dtype=torch.float64)))
+        mean = mf_mean + 0.1 * torch.randn(
+            mf_mean.shape, generator=g, dtype=torch.float64
+        )
+        cov = torch.diag(
+            mf_cov.diagonal()
+            * torch.exp(
+                0.3 * torch.randn(model.latent_dim, generator=g, dtype=torch.float64)
+            )
+        )
         assert torch.all(model.elbo(x, mean, cov) < best)
     # gradient ascent over diagonal q reaches it; over full q, the posterior
     trace, _, _ = model.fit_q(x, diagonal=True, steps=250, lr=0.05)
     assert torch.allclose(trace[-1], best, atol=1e-3)
     trace, _, fitted_cov = model.fit_q(x, diagonal=False, steps=250, lr=0.05)
     assert torch.allclose(trace[-1], model.log_evidence(x), atol=1e-3)
-    assert torch.allclose(fitted_cov, model.posterior(x)[1].expand_as(fitted_cov), atol=1e-2)
+    assert torch.allclose(
+        fitted_cov, model.posterior(x)[1].expand_as(fitted_cov), atol=1e-2
+    )
 
 
 def test_orthogonal_loadings_give_a_diagonal_posterior():
     W = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
     model = LinearGaussian(W, torch.zeros(3, dtype=torch.float64), 0.5)
     x, _ = model.sample(4, generator=torch.Generator().manual_seed(6))
-    assert torch.allclose(model.elbo(x, *model.mean_field_posterior(x)), model.log_evidence(x))
+    assert torch.allclose(
+        model.elbo(x, *model.mean_field_posterior(x)), model.log_evidence(x)
+    )
 
 
 def test_bad_inputs_give_clear_errors(model_and_data):

@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from oldschool import autoencoder_kl, autoencoders, gaussians, guidance, nets, samplers, sde, unet
+from oldschool import (
+    autoencoder_kl,
+    autoencoders,
+    gaussians,
+    guidance,
+    nets,
+    samplers,
+    sde,
+    unet,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 META = torch.device("meta")
@@ -25,7 +34,9 @@ def door_checks_pass_on_meta(monkeypatch):
     """The entry checks that look at values (t in [0, T], finite logvar, labels in range) cannot
     read a meta tensor; on meta they keep their shape and device handling and skip the values.
     Everything past the door runs as it is."""
-    path_class = next(c for c in sde.VPSDE.__mro__ if "check_time" in vars(c))  # the SDEs' common base
+    path_class = next(
+        c for c in sde.VPSDE.__mro__ if "check_time" in vars(c)
+    )  # the SDEs' common base
     check_time, check_pair = path_class.check_time, gaussians._check_pair
     check_labels = guidance.ClassConditionalUNet.check_labels
 
@@ -33,7 +44,9 @@ def door_checks_pass_on_meta(monkeypatch):
         if like is not None and like.is_meta:
             t = torch.as_tensor(t, dtype=like.dtype).to(like.device)
             if t.dim() == 1 and t.shape[0] != like.shape[0]:
-                raise ValueError(f"t has shape {tuple(t.shape)} but x has batch size {like.shape[0]}")
+                raise ValueError(
+                    f"t has shape {tuple(t.shape)} but x has batch size {like.shape[0]}"
+                )
             return t
         if isinstance(t, torch.Tensor) and t.is_meta:
             return t
@@ -42,8 +55,10 @@ def door_checks_pass_on_meta(monkeypatch):
     def meta_check_pair(mean, logvar, what="mean/logvar"):
         if mean.is_meta:
             if mean.shape != logvar.shape or not logvar.is_meta:
-                raise ValueError(f"{what}: shapes {tuple(mean.shape)}, {tuple(logvar.shape)}, "
-                                 f"logvar on {logvar.device}")
+                raise ValueError(
+                    f"{what}: shapes {tuple(mean.shape)}, {tuple(logvar.shape)}, "
+                    f"logvar on {logvar.device}"
+                )
             return None
         return check_pair(mean, logvar, what)
 
@@ -55,7 +70,9 @@ def door_checks_pass_on_meta(monkeypatch):
 
     monkeypatch.setattr(path_class, "check_time", meta_check_time)
     monkeypatch.setattr(gaussians, "_check_pair", meta_check_pair)
-    monkeypatch.setattr(guidance.ClassConditionalUNet, "check_labels", meta_check_labels)
+    monkeypatch.setattr(
+        guidance.ClassConditionalUNet, "check_labels", meta_check_labels
+    )
 
 
 def on_meta(build):
@@ -69,16 +86,38 @@ def score_fn_on_meta(schedule):
 
 
 MODELS = {
-    "AE": (lambda: autoencoders.AE((1, 8, 8)), lambda m: m(torch.empty(3, 1, 8, 8, device=META))),
-    "VAE": (lambda: autoencoders.VAE((1, 8, 8)), lambda m: m(torch.empty(3, 1, 8, 8, device=META))[0]),
-    "ScoreMLP": (lambda: nets.ScoreMLP(), lambda m: m(torch.empty(3, 2, device=META), torch.empty(3, device=META))),
-    "AutoencoderKL": (lambda: autoencoder_kl.small_vae(16), lambda m: m(torch.empty(2, 3, 16, 16, device=META))[0]),
-    "UNet2DCondition": (lambda: unet.tiny_unet(),
-                        lambda m: m(torch.empty(2, 1, 8, 8, device=META), torch.empty(2, device=META),
-                                    torch.empty(2, 2, 32, device=META))),
-    "ClassConditionalUNet": (lambda: guidance.ClassConditionalUNet(unet.tiny_unet(), num_classes=10),
-                             lambda m: m(torch.empty(2, 1, 8, 8, device=META), torch.empty(2, device=META),
-                                         torch.zeros(2, dtype=torch.long, device=META))),
+    "AE": (
+        lambda: autoencoders.AE((1, 8, 8)),
+        lambda m: m(torch.empty(3, 1, 8, 8, device=META)),
+    ),
+    "VAE": (
+        lambda: autoencoders.VAE((1, 8, 8)),
+        lambda m: m(torch.empty(3, 1, 8, 8, device=META))[0],
+    ),
+    "ScoreMLP": (
+        lambda: nets.ScoreMLP(),
+        lambda m: m(torch.empty(3, 2, device=META), torch.empty(3, device=META)),
+    ),
+    "AutoencoderKL": (
+        lambda: autoencoder_kl.small_vae(16),
+        lambda m: m(torch.empty(2, 3, 16, 16, device=META))[0],
+    ),
+    "UNet2DCondition": (
+        lambda: unet.tiny_unet(),
+        lambda m: m(
+            torch.empty(2, 1, 8, 8, device=META),
+            torch.empty(2, device=META),
+            torch.empty(2, 2, 32, device=META),
+        ),
+    ),
+    "ClassConditionalUNet": (
+        lambda: guidance.ClassConditionalUNet(unet.tiny_unet(), num_classes=10),
+        lambda m: m(
+            torch.empty(2, 1, 8, 8, device=META),
+            torch.empty(2, device=META),
+            torch.zeros(2, dtype=torch.long, device=META),
+        ),
+    ),
 }
 
 
@@ -95,13 +134,19 @@ def test_the_published_presets_run_on_meta():
     z = sdxl.encode(torch.empty(1, 3, 64, 64, device=META)).mean
     assert sdxl.decode(z).shape == (1, 3, 64, 64)
     sd15 = on_meta(unet.sd15_unet)
-    x, t, context = (torch.empty(shape, device=META) for shape in ((1, 4, 16, 16), (1,), (1, 77, 768)))
+    x, t, context = (
+        torch.empty(shape, device=META)
+        for shape in ((1, 4, 16, 16), (1,), (1, 77, 768))
+    )
     out = sd15(x, t, context)
     assert out.device.type == "meta"
 
 
-@pytest.mark.parametrize("schedule", [sde.VPSDE(), sde.VESDE(), sde.SubVPSDE(), sde.DiscreteVP.stable_diffusion()],
-                         ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize(
+    "schedule",
+    [sde.VPSDE(), sde.VESDE(), sde.SubVPSDE(), sde.DiscreteVP.stable_diffusion()],
+    ids=lambda s: type(s).__name__,
+)
 def test_losses_and_samplers_run_on_meta(schedule):
     model = on_meta(lambda: nets.ScoreMLP(hidden=16, layers=1, embed_dim=8))
     x0 = torch.empty(5, 2, device=META)
@@ -109,17 +154,30 @@ def test_losses_and_samplers_run_on_meta(schedule):
     assert loss.device.type == "meta"
     score_fn = nets.score_fn_from_model(model, schedule, "eps")
     x_T = schedule.prior_sample((5, 2), device=META)
-    for name in ("euler_maruyama", "predictor_corrector", "ode_euler", "ode_heun", "ddpm_ancestral", "ddim"):
+    for name in (
+        "euler_maruyama",
+        "predictor_corrector",
+        "ode_euler",
+        "ode_heun",
+        "ddpm_ancestral",
+        "ddim",
+    ):
         if name in ("ddpm_ancestral", "ddim") and isinstance(schedule, sde.VESDE):
             continue  # the DDPM/DDIM steps are for variance-preserving schedules
-        assert samplers.SAMPLERS[name](schedule, score_fn, x_T, 3).device.type == "meta", name
+        assert (
+            samplers.SAMPLERS[name](schedule, score_fn, x_T, 3).device.type == "meta"
+        ), name
 
 
 def test_classifier_free_guidance_runs_on_meta():
     schedule = sde.DiscreteVP.stable_diffusion()
-    model = on_meta(lambda: guidance.ClassConditionalUNet(unet.tiny_unet(), num_classes=10))
+    model = on_meta(
+        lambda: guidance.ClassConditionalUNet(unet.tiny_unet(), num_classes=10)
+    )
     labels = torch.zeros(4, dtype=torch.long, device=META)
-    loss, _ = guidance.cfg_loss(model, (torch.empty(4, 1, 8, 8, device=META), labels), schedule)
+    loss, _ = guidance.cfg_loss(
+        model, (torch.empty(4, 1, 8, 8, device=META), labels), schedule
+    )
     assert loss.device.type == "meta"
     eps_fn = guidance.guided_eps(model, labels, 2.0)
     score_fn = nets.score_fn_from_model(eps_fn, schedule, "eps")
@@ -130,10 +188,22 @@ def test_classifier_free_guidance_runs_on_meta():
 # ---- a grep: no device or dtype spelled out where it should come from the inputs --------
 
 FORBIDDEN = [
-    (r"""["']cuda(:\d+)?["']|\.cuda\(""", "a CUDA device spelled out (config.device() or the input's device)"),
-    (r"""torch\.(randn|rand|zeros|ones|empty|randint)\([^)]*\)\.to\(""", "make the tensor where it belongs (device=)"),
-    (r"""\.to\(\s*["']cpu["']\s*\)""", "use .cpu() only to leave the device for plotting, or the input's device"),
-    (r"""dtype=torch\.(float16|half|bfloat16)""", "low precision is the training loop's choice (autocast)"),
+    (
+        r"""["']cuda(:\d+)?["']|\.cuda\(""",
+        "a CUDA device spelled out (config.device() or the input's device)",
+    ),
+    (
+        r"""torch\.(randn|rand|zeros|ones|empty|randint)\([^)]*\)\.to\(""",
+        "make the tensor where it belongs (device=)",
+    ),
+    (
+        r"""\.to\(\s*["']cpu["']\s*\)""",
+        "use .cpu() only to leave the device for plotting, or the input's device",
+    ),
+    (
+        r"""dtype=torch\.(float16|half|bfloat16)""",
+        "low precision is the training loop's choice (autocast)",
+    ),
 ]
 ALLOWED = {"oldschool/config.py"}  # the one place that decides devices and dtypes
 
@@ -149,18 +219,32 @@ def code_lines():
         for index, cell in enumerate(cells):
             if cell["cell_type"] == "code":
                 for number, line in enumerate("".join(cell["source"]).splitlines(), 1):
-                    yield f"{path.relative_to(ROOT)} cell {index} line {number}", line.split("#")[0]
+                    yield (
+                        f"{path.relative_to(ROOT)} cell {index} line {number}",
+                        line.split("#")[0],
+                    )
 
 
 def test_no_device_or_dtype_is_hard_coded():
-    found = [f"{where}: {why}: {line.strip()}" for where, line in code_lines()
-             for pattern, why in FORBIDDEN if re.search(pattern, line)]
+    found = [
+        f"{where}: {why}: {line.strip()}"
+        for where, line in code_lines()
+        for pattern, why in FORBIDDEN
+        if re.search(pattern, line)
+    ]
     assert not found, "\n".join(found)
 
 
 def test_the_grep_sees_what_it_forbids():
-    samples = ['x = torch.zeros(3, device="cuda")', "model.cuda()", "torch.randn(4, 2).to(device)",
-               'z = y.to("cpu")', "w = torch.ones(2, dtype=torch.bfloat16)"]
+    samples = [
+        'x = torch.zeros(3, device="cuda")',
+        "model.cuda()",
+        "torch.randn(4, 2).to(device)",
+        'z = y.to("cpu")',
+        "w = torch.ones(2, dtype=torch.bfloat16)",
+    ]
     for sample in samples:
         assert any(re.search(pattern, sample) for pattern, _ in FORBIDDEN), sample
-    assert not any(re.search(p, "x = torch.randn(4, 2, device=x.device)") for p, _ in FORBIDDEN)
+    assert not any(
+        re.search(p, "x = torch.randn(4, 2, device=x.device)") for p, _ in FORBIDDEN
+    )

@@ -23,7 +23,11 @@ def _images(n=2, size=32, seed=0):
 def test_lpips_is_a_distance_like_function(random_lpips):
     x, y = _images(seed=0), _images(seed=1)
     d_xy, d_xx = random_lpips(x, y), random_lpips(x, x)
-    assert d_xy.shape == (2,) and torch.all(d_xy > 0) and torch.allclose(d_xx, torch.zeros(2), atol=1e-7)
+    assert (
+        d_xy.shape == (2,)
+        and torch.all(d_xy > 0)
+        and torch.allclose(d_xx, torch.zeros(2), atol=1e-7)
+    )
     assert torch.allclose(random_lpips(y, x), d_xy, rtol=1e-5)
     assert "random" in random_lpips.describe()
 
@@ -52,7 +56,9 @@ def test_lpips_validates_range_and_shape(random_lpips):
     assert random_lpips(x, 1.2 * x, check_range=False).shape == (2,)
 
 
-@pytest.mark.skipif(perceptual.trunk_weights_cached("alex"), reason="the ImageNet trunk is cached here")
+@pytest.mark.skipif(
+    perceptual.trunk_weights_cached("alex"), reason="the ImageNet trunk is cached here"
+)
 def test_pretrained_without_download_fails_clearly_and_fallback_says_so(capsys):
     with pytest.raises(RuntimeError, match="not cached"):
         perceptual.LPIPS("alex", pretrained_backbone=True, allow_download=False)
@@ -65,8 +71,12 @@ def test_kl_autoencoder_loss_matches_its_formula(random_lpips):
     x = _images(seed=0)
     x_hat = 0.9 * x
     g = torch.Generator().manual_seed(5)
-    q = DiagonalGaussian(torch.randn(2, 4, 4, 4, generator=g), torch.randn(2, 4, 4, 4, generator=g))
-    criterion = perceptual.KLAutoencoderLoss(random_lpips, perceptual_weight=0.5, kl_weight=1e-3, logvar_init=0.3)
+    q = DiagonalGaussian(
+        torch.randn(2, 4, 4, 4, generator=g), torch.randn(2, 4, 4, 4, generator=g)
+    )
+    criterion = perceptual.KLAutoencoderLoss(
+        random_lpips, perceptual_weight=0.5, kl_weight=1e-3, logvar_init=0.3
+    )
     loss, parts = criterion(x, x_hat, q)
     d = random_lpips(x, x_hat)
     rec = (x - x_hat).abs() + 0.5 * d[:, None, None, None]
@@ -89,12 +99,22 @@ def test_kl_autoencoder_loss_arguments():
 def test_psnr_and_ssim_against_skimage():
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    x, y = _images(3, 24, seed=0), _images(3, 24, seed=1).mul(0.3).add(_images(3, 24, seed=0).mul(0.7))
+    x, y = (
+        _images(3, 24, seed=0),
+        _images(3, 24, seed=1).mul(0.3).add(_images(3, 24, seed=0).mul(0.7)),
+    )
     p, s = metrics.psnr(x, y), metrics.ssim(x, y)
     for i in range(3):
-        a, b = x[i].permute(1, 2, 0).double().numpy(), y[i].permute(1, 2, 0).double().numpy()
-        assert p[i].item() == pytest.approx(peak_signal_noise_ratio(a, b, data_range=2.0), rel=1e-5)
-        assert s[i].item() == pytest.approx(structural_similarity(a, b, data_range=2.0, channel_axis=-1), rel=1e-5)
+        a, b = (
+            x[i].permute(1, 2, 0).double().numpy(),
+            y[i].permute(1, 2, 0).double().numpy(),
+        )
+        assert p[i].item() == pytest.approx(
+            peak_signal_noise_ratio(a, b, data_range=2.0), rel=1e-5
+        )
+        assert s[i].item() == pytest.approx(
+            structural_similarity(a, b, data_range=2.0, channel_axis=-1), rel=1e-5
+        )
     assert torch.all(metrics.ssim(x, x) > 0.999)
     with pytest.raises(ValueError, match="shapes differ"):
         metrics.psnr(x, y[:2])

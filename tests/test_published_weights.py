@@ -16,16 +16,37 @@ from oldschool import autoencoder_kl, hub
 diffusers = pytest.importorskip("diffusers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-KL_F8 = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-             up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
-             layers_per_block=2, act_fn="silu", norm_num_groups=32)
+KL_F8 = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    act_fn="silu",
+    norm_num_groups=32,
+)
 # name -> (published config.json settings, dtype of the published file, published parameter count).
 # stabilityai/sdxl-vae's file is float32 (335 MB = 4 bytes x 83.65 M); FLUX.1-schnell's
 # vae/diffusion_pytorch_model.safetensors is bf16 (168 MB = 2 bytes x 83.82 M).
 PUBLISHED = {
-    "sdxl": (dict(KL_F8, latent_channels=4, scaling_factor=0.13025), torch.float32, 83_653_863),
-    "flux": (dict(KL_F8, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
-                  scaling_factor=0.3611, shift_factor=0.1159), torch.bfloat16, 83_819_683),
+    "sdxl": (
+        dict(KL_F8, latent_channels=4, scaling_factor=0.13025),
+        torch.float32,
+        83_653_863,
+    ),
+    "flux": (
+        dict(
+            KL_F8,
+            latent_channels=16,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            scaling_factor=0.3611,
+            shift_factor=0.1159,
+        ),
+        torch.bfloat16,
+        83_819_683,
+    ),
 }
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -36,8 +57,10 @@ def published_state_dict(name, seed=0):
     with torch.device("meta"):
         reference = diffusers.AutoencoderKL(**settings)
     g = torch.Generator().manual_seed(seed)
-    return {key: (0.02 * torch.randn(tensor.shape, generator=g)).to(dtype)
-            for key, tensor in reference.state_dict().items()}
+    return {
+        key: (0.02 * torch.randn(tensor.shape, generator=g)).to(dtype)
+        for key, tensor in reference.state_dict().items()
+    }
 
 
 def write_to_cache(cache, name, state_dict):
@@ -67,13 +90,18 @@ def hf_cache(tmp_path, monkeypatch):
 def test_a_published_layout_file_loads_with_every_weight_in_place(name, hf_cache):
     settings, dtype, count = PUBLISHED[name]
     state = published_state_dict(name)
-    assert sum(t.numel() for t in state.values()) == count  # the layout is the published one
+    assert (
+        sum(t.numel() for t in state.values()) == count
+    )  # the layout is the published one
     assert {t.dtype for t in state.values()} == {dtype}
     write_to_cache(hf_cache, name, state)
 
     model = hub.load_published_vae(name)
     ours = model.state_dict()
-    for key, tensor in state.items():  # each published tensor sits, unchanged, under its renamed key
+    for (
+        key,
+        tensor,
+    ) in state.items():  # each published tensor sits, unchanged, under its renamed key
         mine = ours[autoencoder_kl.diffusers_key_to_ours(key)]
         assert mine.dtype == torch.float32 and torch.equal(mine, tensor.float()), key
     assert not any(p.is_meta for p in model.parameters())
@@ -93,7 +121,12 @@ def test_the_loaded_model_computes_as_diffusers_does_with_the_same_weights(hf_ca
         mean_theirs = theirs.eval().encode(x).latent_dist.mean
         assert q.mean.dtype == torch.float32
         assert torch.allclose(q.mean, mean_theirs, atol=1e-4, rtol=1e-4)
-        assert torch.allclose(model.decode(q.mean), theirs.decode(mean_theirs).sample, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(
+            model.decode(q.mean),
+            theirs.decode(mean_theirs).sample,
+            atol=1e-4,
+            rtol=1e-4,
+        )
 
 
 def test_a_renamed_key_or_a_wrong_shape_fails_by_name(hf_cache):
@@ -101,11 +134,17 @@ def test_a_renamed_key_or_a_wrong_shape_fails_by_name(hf_cache):
     key = "decoder.mid_block.attentions.0.to_q.weight"
     state["decoder.mid_block.attentions.0.q_proj.weight"] = state.pop(key)
     write_to_cache(hf_cache, "sdxl", state)
-    with pytest.raises(ValueError, match=r"missing \(1\): decoder\.mid\.attention\.to_q\.weight"):
+    with pytest.raises(
+        ValueError, match=r"missing \(1\): decoder\.mid\.attention\.to_q\.weight"
+    ):
         hub.load_published_vae("sdxl")
 
-    state = published_state_dict("flux")  # a 4-channel decoder input in the 16-channel model
-    state["decoder.conv_in.weight"] = state["decoder.conv_in.weight"][:, :4].contiguous()
+    state = published_state_dict(
+        "flux"
+    )  # a 4-channel decoder input in the 16-channel model
+    state["decoder.conv_in.weight"] = state["decoder.conv_in.weight"][
+        :, :4
+    ].contiguous()
     write_to_cache(hf_cache, "flux", state)
     with pytest.raises(ValueError, match="shape mismatch"):
         hub.load_published_vae("flux")
@@ -113,5 +152,7 @@ def test_a_renamed_key_or_a_wrong_shape_fails_by_name(hf_cache):
 
 def test_not_cached_and_offline_says_why(hf_cache):
     assert hub.cached_file("sdxl") is None
-    with pytest.raises(RuntimeError, match="cannot download the sdxl VAE: HF_HUB_OFFLINE is set"):
+    with pytest.raises(
+        RuntimeError, match="cannot download the sdxl VAE: HF_HUB_OFFLINE is set"
+    ):
         hub.load_published_vae("sdxl")

@@ -8,22 +8,39 @@ import torch
 from scipy.integrate import solve_ivp
 
 from oldschool import samplers
-from oldschool.sde import VESDE, VPSDE, DiscreteVP, LinearPath, SubVPSDE, append_dims, ddpm_betas
+from oldschool.sde import (
+    VESDE,
+    VPSDE,
+    DiscreteVP,
+    LinearPath,
+    SubVPSDE,
+    append_dims,
+    ddpm_betas,
+)
 
-ALL_SDES = [VPSDE(), SubVPSDE(), VESDE(), VPSDE(beta_min=0.5, beta_max=5.0), DiscreteVP.stable_diffusion()]
+ALL_SDES = [
+    VPSDE(),
+    SubVPSDE(),
+    VESDE(),
+    VPSDE(beta_min=0.5, beta_max=5.0),
+    DiscreteVP.stable_diffusion(),
+]
 IDS = ["vp", "subvp", "ve", "vp-mild", "discrete-sd"]
 
 
 @pytest.mark.parametrize("sde", ALL_SDES[:4], ids=IDS[:4])
 def test_marginal_solves_the_moment_odes(sde):
     """d alpha/dt = f alpha and d(sigma^2)/dt = 2 f sigma^2 + g^2, integrated by scipy from (1, 0)."""
+
     def moments(t, y):
         tt = torch.tensor(t, dtype=torch.float64)
         f, g2 = float(sde.f(tt)), float(sde.g2(tt))
         return [f * y[0], 2 * f * y[1] + g2]
 
     t_eval = np.array([0.05, 0.3, 0.7, 1.0])
-    sol = solve_ivp(moments, (0.0, 1.0), [1.0, 0.0], t_eval=t_eval, rtol=1e-10, atol=1e-12)
+    sol = solve_ivp(
+        moments, (0.0, 1.0), [1.0, 0.0], t_eval=t_eval, rtol=1e-10, atol=1e-12
+    )
     t = torch.tensor(t_eval, dtype=torch.float64)
     np.testing.assert_allclose(sde.alpha(t).numpy(), sol.y[0], rtol=1e-5)
     np.testing.assert_allclose(sde.sigma(t).numpy() ** 2, sol.y[1], rtol=1e-5)
@@ -37,7 +54,9 @@ def test_moment_odes_hold_pointwise(sde):
     dlog_m = (torch.log(sde.alpha(t + h)) - torch.log(sde.alpha(t - h))) / (2 * h)
     ds2 = (sde.sigma(t + h) ** 2 - sde.sigma(t - h) ** 2) / (2 * h)
     torch.testing.assert_close(dlog_m, sde.f(t), rtol=1e-6, atol=1e-8)
-    torch.testing.assert_close(ds2, 2 * sde.f(t) * sde.sigma(t) ** 2 + sde.g2(t), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(
+        ds2, 2 * sde.f(t) * sde.sigma(t) ** 2 + sde.g2(t), rtol=1e-6, atol=1e-8
+    )
 
 
 @pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
@@ -45,11 +64,21 @@ def test_path_derivatives_and_log_snr(sde):
     """d_alpha, d_sigma against central differences; lam = log(alpha^2 / sigma^2); t_of_lam inverts lam."""
     t = torch.tensor([0.0105, 0.1005, 0.4005, 0.8005, 0.9995], dtype=torch.float64)
     h = 1e-6
-    torch.testing.assert_close(sde.d_alpha(t), (sde.alpha(t + h) - sde.alpha(t - h)) / (2 * h),
-                               rtol=1e-5, atol=1e-8)
-    torch.testing.assert_close(sde.d_sigma(t), (sde.sigma(t + h) - sde.sigma(t - h)) / (2 * h),
-                               rtol=1e-5, atol=1e-8)
-    torch.testing.assert_close(sde.lam(t), torch.log(sde.alpha(t) ** 2 / sde.sigma(t) ** 2))
+    torch.testing.assert_close(
+        sde.d_alpha(t),
+        (sde.alpha(t + h) - sde.alpha(t - h)) / (2 * h),
+        rtol=1e-5,
+        atol=1e-8,
+    )
+    torch.testing.assert_close(
+        sde.d_sigma(t),
+        (sde.sigma(t + h) - sde.sigma(t - h)) / (2 * h),
+        rtol=1e-5,
+        atol=1e-8,
+    )
+    torch.testing.assert_close(
+        sde.lam(t), torch.log(sde.alpha(t) ** 2 / sde.sigma(t) ** 2)
+    )
     assert (sde.lam(t).diff() < 0).all()  # the log-SNR falls as noise is added
     torch.testing.assert_close(sde.t_of_lam(sde.lam(t)), t, rtol=1e-9, atol=1e-9)
 
@@ -59,13 +88,20 @@ def test_euler_maruyama_simulation_matches_marginal(sde):
     gen = torch.Generator().manual_seed(0)
     x0 = torch.full((10000, 2), 0.7)
     xs = {}
-    samplers.forward_euler_maruyama(sde, x0, 200, generator=gen,
-                                    callback=lambda i, t, x: xs.update({i: x}) if i in (50, 200) else None)
+    samplers.forward_euler_maruyama(
+        sde,
+        x0,
+        200,
+        generator=gen,
+        callback=lambda i, t, x: xs.update({i: x}) if i in (50, 200) else None,
+    )
     for i, t in ((50, 0.25), (200, 1.0)):
         mean, std = sde.marginal(x0[:1], t)
         emp = xs[i]
         se = float(std) / math.sqrt(len(emp))
-        assert (emp.mean(0) - mean[0]).abs().max() < 5 * se + 2e-3 * float(mean.abs().max())
+        assert (emp.mean(0) - mean[0]).abs().max() < 5 * se + 2e-3 * float(
+            mean.abs().max()
+        )
         assert abs(emp.std(0).mean().item() / float(std) - 1) < 0.03
 
 
@@ -74,7 +110,9 @@ def test_known_closed_forms():
     vp = VPSDE()
     integral = 0.1 * t + 0.5 * t**2 * (20.0 - 0.1)  # int_0^t beta
     torch.testing.assert_close(vp.alpha(t), torch.exp(-0.5 * integral))
-    torch.testing.assert_close(vp.sigma(t) ** 2 + vp.alpha(t) ** 2, torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(
+        vp.sigma(t) ** 2 + vp.alpha(t) ** 2, torch.ones(3, dtype=torch.float64)
+    )
     sub = SubVPSDE()
     assert (sub.sigma(t[1:]) < vp.sigma(t[1:])).all()
     ve = VESDE()
@@ -84,19 +122,27 @@ def test_known_closed_forms():
 
 def test_discrete_schedule_matches_diffusers():
     diffusers = pytest.importorskip("diffusers")
-    scheduler = diffusers.DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    scheduler = diffusers.DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
     sd = DiscreteVP.stable_diffusion()
-    torch.testing.assert_close(sd.alpha_bar, scheduler.alphas_cumprod.double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        sd.alpha_bar, scheduler.alphas_cumprod.double(), rtol=1e-5, atol=1e-6
+    )
     n = torch.tensor([1, 200, 999, 1000])
     t = n.double() / 1000
     torch.testing.assert_close(sd.alpha(t) ** 2, sd.alpha_bar[n - 1])
-    torch.testing.assert_close(sd.snr(t), sd.alpha_bar[n - 1] / (1 - sd.alpha_bar[n - 1]))
+    torch.testing.assert_close(
+        sd.snr(t), sd.alpha_bar[n - 1] / (1 - sd.alpha_bar[n - 1])
+    )
     assert sd.alpha(torch.tensor(0.0)).item() == 1.0
 
 
 def test_ddpm_betas_kinds_and_errors():
     lin = ddpm_betas(1e-4, 0.02, 1000, "linear")
-    assert lin[0].item() == pytest.approx(1e-4) and lin[-1].item() == pytest.approx(0.02)
+    assert lin[0].item() == pytest.approx(1e-4) and lin[-1].item() == pytest.approx(
+        0.02
+    )
     scaled = ddpm_betas(0.00085, 0.012, 1000, "scaled_linear")
     assert torch.allclose(scaled.sqrt().diff(), scaled.sqrt().diff()[0].expand(999))
     with pytest.raises(ValueError, match="kind"):
@@ -132,7 +178,11 @@ def test_shapes_dtypes_and_images(sde):
     x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
     t = torch.rand(4, dtype=torch.float64)
     drift, diffusion = sde.sde(x, t)
-    assert drift.shape == x.shape and diffusion.shape == (4, 1, 1, 1) and drift.dtype == torch.float64
+    assert (
+        drift.shape == x.shape
+        and diffusion.shape == (4, 1, 1, 1)
+        and drift.dtype == torch.float64
+    )
     mean, std = sde.marginal(x, t)
     assert mean.shape == x.shape and std.shape == (4, 1, 1, 1)
     x_t, eps = sde.perturb(x, t, generator=torch.Generator().manual_seed(1))
@@ -180,12 +230,22 @@ def test_path_identities(path):
     t = torch.tensor([0.0105, 0.2005, 0.5005, 0.9005, 0.9985], dtype=torch.float64)
     h = 1e-6
     alpha, sigma = path.alpha(t), path.sigma(t)
-    torch.testing.assert_close(path.d_alpha(t), (path.alpha(t + h) - path.alpha(t - h)) / (2 * h),
-                               rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(path.d_sigma(t), (path.sigma(t + h) - path.sigma(t - h)) / (2 * h),
-                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        path.d_alpha(t),
+        (path.alpha(t + h) - path.alpha(t - h)) / (2 * h),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    torch.testing.assert_close(
+        path.d_sigma(t),
+        (path.sigma(t + h) - path.sigma(t - h)) / (2 * h),
+        rtol=1e-5,
+        atol=1e-7,
+    )
     torch.testing.assert_close(path.d_alpha(t), path.f(t) * alpha)
-    torch.testing.assert_close(sigma * path.d_sigma(t), path.g2(t) / 2 + path.f(t) * sigma**2)
+    torch.testing.assert_close(
+        sigma * path.d_sigma(t), path.g2(t) / 2 + path.f(t) * sigma**2
+    )
     torch.testing.assert_close(path.lam(t), torch.log(alpha**2 / sigma**2))
     torch.testing.assert_close(path.t_of_lam(path.lam(t)), t, rtol=1e-9, atol=1e-9)
     assert (path.lam(t).diff() < 0).all() and (path.g2(t) > 0).all()

@@ -1,8 +1,6 @@
 """Time grids and the newer ODE samplers: endpoints, exact grid mapping, convergence orders
 against the exact ODE solution, identities, and the k-diffusion peer on the same score."""
 
-import math
-
 import pytest
 import torch
 
@@ -243,8 +241,9 @@ def test_order_check_fails_on_a_first_order_method():
     """Chapter 6's order check (|order - 2| < 0.3 for DPM-Solver++(2M)) on DDIM, which is
     2M with its extrapolation dropped: it must fail."""
     sde = VPSDE()
-    x = sde.prior_sample((60, 2), generator=torch.Generator().manual_seed(0),
-                         dtype=torch.float64)
+    x = sde.prior_sample(
+        (60, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     reference = solver_study.exact_solution(sde, MIXTURE.score_fn(sde), x, tol=1e-12)
     rows = _errors("ddim", sde, x, reference, (160, 320), "logsnr")
     assert abs(solver_study.observed_order(rows) - 2) > 0.3

@@ -8,10 +8,18 @@ from oldschool import gaussians, symbolic
 
 def test_gaussian_nll_is_squared_error_plus_constant():
     expr, (x, x_hat, sigma) = symbolic.gaussian_nll_1d()
-    assert sp.simplify(expr - ((x - x_hat) ** 2 / (2 * sigma**2) + sp.log(sigma * sp.sqrt(2 * sp.pi)))) == 0
+    assert (
+        sp.simplify(
+            expr
+            - ((x - x_hat) ** 2 / (2 * sigma**2) + sp.log(sigma * sp.sqrt(2 * sp.pi)))
+        )
+        == 0
+    )
     # and it agrees with the code on numbers
     value = float(expr.subs({x: 0.3, x_hat: -0.2, sigma: 0.7}))
-    ours = gaussians.gaussian_nll(torch.tensor([[0.3]]), torch.tensor([[-0.2]]), 2 * math.log(0.7))
+    ours = gaussians.gaussian_nll(
+        torch.tensor([[0.3]]), torch.tensor([[-0.2]]), 2 * math.log(0.7)
+    )
     assert math.isclose(value, ours.item(), rel_tol=1e-6)
 
 

@@ -31,7 +31,9 @@ def test_prediction_maps_agree_with_nets_and_compose_to_identity():
         eps_hat, x0_hat = nets.eps_and_x0(output, x_t_value, a, s, p)
         implied = nets.targets(x0_hat, eps_hat, a, s)
         for q in maps:
-            f = sp.lambdify((x_t, out, alpha, sigma), maps[p][q])  # only + - * / **: works on tensors
+            f = sp.lambdify(
+                (x_t, out, alpha, sigma), maps[p][q]
+            )  # only + - * / **: works on tensors
             expected = f(x_t_value, output, a, s) * torch.ones_like(output)
             torch.testing.assert_close(implied[q], expected)
 
@@ -48,33 +50,52 @@ def test_loss_weights_match_nets_and_monte_carlo():
         x0 = torch.randn(100_000, 2, generator=g, dtype=torch.float64)
         eps = torch.randn(100_000, 2, generator=g, dtype=torch.float64)
         x_t = a * x0 + s * eps
-        eps_hat = eps + 0.1 * torch.randn(100_000, 2, generator=g, dtype=torch.float64)  # an imperfect model
+        eps_hat = eps + 0.1 * torch.randn(
+            100_000, 2, generator=g, dtype=torch.float64
+        )  # an imperfect model
         x0_hat = (x_t - s * eps_hat) / a
-        errors = {q: (pred - true).pow(2).mean() for q, pred, true in zip(
-            FOUR,
-            nets.targets(x0_hat, eps_hat, a, s).values(),
-            nets.targets(x0, eps, a, s).values())}
+        errors = {
+            q: (pred - true).pow(2).mean()
+            for q, pred, true in zip(
+                FOUR,
+                nets.targets(x0_hat, eps_hat, a, s).values(),
+                nets.targets(x0, eps, a, s).values(),
+            )
+        }
         for q in FOUR:
             w = float(w_snr[q].subs(snr, snr_value))
             torch.testing.assert_close(errors[q], w * errors["eps"], rtol=1e-9, atol=0)
-            torch.testing.assert_close(torch.tensor(w) * nets.eps_weight(a, s, q)[0], torch.tensor(1.0, dtype=torch.float64))
-            assert abs(float(w_as[q].subs({alpha: float(a), sigma: float(s)})) - w) < 1e-9 * max(1.0, w)
+            torch.testing.assert_close(
+                torch.tensor(w) * nets.eps_weight(a, s, q)[0],
+                torch.tensor(1.0, dtype=torch.float64),
+            )
+            assert abs(
+                float(w_as[q].subs({alpha: float(a), sigma: float(s)})) - w
+            ) < 1e-9 * max(1.0, w)
 
 
 def test_diffusion_step_kl_is_half_snr_gap_times_squared_error():
-    mean, var, kl, (x_s, x_t, x0, x0_hat, a_s, s_s, a_t, s_t) = symbolic.diffusion_step_kl()
+    mean, var, kl, (x_s, x_t, x0, x0_hat, a_s, s_s, a_t, s_t) = (
+        symbolic.diffusion_step_kl()
+    )
     snr_gap = a_s**2 / s_s**2 - a_t**2 / s_t**2
     assert sp.simplify(kl - snr_gap / 2 * (x0 - x0_hat) ** 2) == 0
 
     sde = VPSDE()
     g = torch.Generator().manual_seed(2)
     for s_time, t_time in ((0.1, 0.11), (0.4, 0.5), (0.01, 0.9)):
-        values = {a_s: float(sde.alpha(s_time)), s_s: float(sde.sigma(s_time)),
-                  a_t: float(sde.alpha(t_time)), s_t: float(sde.sigma(t_time))}
+        values = {
+            a_s: float(sde.alpha(s_time)),
+            s_s: float(sde.sigma(s_time)),
+            a_t: float(sde.alpha(t_time)),
+            s_t: float(sde.sigma(t_time)),
+        }
         # posterior by Gaussian conditioning of the joint (x_s, x_t) given x0: an independent route
         a_ts = values[a_t] / values[a_s]
         cov_st, var_t = a_ts * values[s_s] ** 2, values[s_t] ** 2
-        x0_v, x_t_v, x0_hat_v = (torch.randn(3, generator=g, dtype=torch.float64).tolist())
+        x0_v, x_t_v, x0_hat_v = torch.randn(
+            3, generator=g, dtype=torch.float64
+        ).tolist()
         cond_mean = values[a_s] * x0_v + cov_st / var_t * (x_t_v - values[a_t] * x0_v)
         cond_var = values[s_s] ** 2 - cov_st**2 / var_t
         point = {**values, x0: x0_v, x_t: x_t_v}
@@ -83,7 +104,11 @@ def test_diffusion_step_kl_is_half_snr_gap_times_squared_error():
         # the KL against gaussians.kl_diagonal with the same two Gaussians
         logvar = torch.tensor([[cond_var]], dtype=torch.float64).log()
         decoder_mean = float(mean.subs({**point, x0: x0_hat_v}))
-        kl_code = gaussians.kl_diagonal(torch.tensor([[cond_mean]], dtype=torch.float64), logvar,
-                                        torch.tensor([[decoder_mean]], dtype=torch.float64), logvar)
+        kl_code = gaussians.kl_diagonal(
+            torch.tensor([[cond_mean]], dtype=torch.float64),
+            logvar,
+            torch.tensor([[decoder_mean]], dtype=torch.float64),
+            logvar,
+        )
         kl_sym = float(kl.subs({**values, x0: x0_v, x0_hat: x0_hat_v}))
         assert abs(float(kl_code[0]) - kl_sym) < 1e-9 * max(1.0, kl_sym)

@@ -13,10 +13,18 @@ def _check_moments(derived, sde, params):
     m, variance, (t, a, b) = derived
     m_f, v_f = (sp.lambdify((t, a, b), e, "math") for e in (m, variance))
     tt = torch.tensor(TIMES, dtype=torch.float64)
-    torch.testing.assert_close(torch.tensor([float(m_f(x, *params)) for x in TIMES], dtype=torch.float64),
-                               sde.alpha(tt), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(torch.tensor([float(v_f(x, *params)) for x in TIMES], dtype=torch.float64),
-                               sde.sigma(tt) ** 2, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        torch.tensor([float(m_f(x, *params)) for x in TIMES], dtype=torch.float64),
+        sde.alpha(tt),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    torch.testing.assert_close(
+        torch.tensor([float(v_f(x, *params)) for x in TIMES], dtype=torch.float64),
+        sde.sigma(tt) ** 2,
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 def test_vp_moments_match_the_sde_module():
@@ -40,7 +48,9 @@ def test_subvp_moments():
 def test_fokker_planck():
     sde_residual, ode_residual, (x, t) = symbolic.fokker_planck_residuals()
     assert sde_residual == 0 and ode_residual == 0
-    _, wrong, _ = symbolic.fokker_planck_residuals(score_weight=1)  # the reverse drift as an ODE
+    _, wrong, _ = symbolic.fokker_planck_residuals(
+        score_weight=1
+    )  # the reverse drift as an ODE
     assert sp.simplify(wrong) != 0
 
 

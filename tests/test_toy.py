@@ -31,21 +31,33 @@ def test_2d_set_errors():
 
 def test_mixture_sample_moments():
     g = toy.example_mixture()
-    x = g.sample(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = g.sample(
+        200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     mean = g.weights @ g.means
-    second = torch.einsum("k,kij->ij", g.weights, g.covs + g.means[:, :, None] * g.means[:, None, :])
+    second = torch.einsum(
+        "k,kij->ij", g.weights, g.covs + g.means[:, :, None] * g.means[:, None, :]
+    )
     cov = second - torch.outer(mean, mean)
-    assert (x.mean(0) - mean).abs().max() < 5 * cov.diag().max().sqrt() / math.sqrt(len(x))
+    assert (x.mean(0) - mean).abs().max() < 5 * cov.diag().max().sqrt() / math.sqrt(
+        len(x)
+    )
     torch.testing.assert_close(torch.cov(x.T), cov, atol=3e-3, rtol=0.02)
     labels = g.responsibilities(x[:20000]).argmax(1)
-    torch.testing.assert_close(labels.bincount(minlength=4) / 20000.0, g.weights.float(), atol=0.015, rtol=0)
+    torch.testing.assert_close(
+        labels.bincount(minlength=4) / 20000.0, g.weights.float(), atol=0.015, rtol=0
+    )
 
 
 def test_mixture_log_prob_against_scipy_and_normalized():
     g = toy.example_mixture()
     x = torch.randn(50, 2, dtype=torch.float64)
-    expected = np.log(sum(w * multivariate_normal(m, c).pdf(x.numpy())
-                          for w, m, c in zip(g.weights.numpy(), g.means.numpy(), g.covs.numpy())))
+    expected = np.log(
+        sum(
+            w * multivariate_normal(m, c).pdf(x.numpy())
+            for w, m, c in zip(g.weights.numpy(), g.means.numpy(), g.covs.numpy())
+        )
+    )
     np.testing.assert_allclose(g.log_prob(x).numpy(), expected, rtol=1e-10)
     axis = torch.linspace(-2.5, 2.5, 501, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
@@ -67,7 +79,7 @@ def test_score_takes_one_time_per_point():
     g, vp = toy.example_mixture(), VPSDE()
     x = torch.randn(3, 2, dtype=torch.float64)
     t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
-    rows = torch.cat([g.score(x[i:i + 1], float(t[i]), vp) for i in range(3)])
+    rows = torch.cat([g.score(x[i : i + 1], float(t[i]), vp) for i in range(3)])
     torch.testing.assert_close(g.score(x, t, vp), rows)
     torch.testing.assert_close(g.score_fn(vp)(x, t), rows)
     assert g.score(x.float(), t.float(), vp).dtype == torch.float32
@@ -82,7 +94,11 @@ def test_diffused_mixture_matches_noised_samples(sde):
     x_t, _ = sde.perturb(x0, t, generator=gen)
     g_t = g.diffused(t, sde)
     mean = g_t.weights @ g_t.means
-    second = torch.einsum("k,kij->ij", g_t.weights, g_t.covs + g_t.means[:, :, None] * g_t.means[:, None, :])
+    second = torch.einsum(
+        "k,kij->ij",
+        g_t.weights,
+        g_t.covs + g_t.means[:, :, None] * g_t.means[:, None, :],
+    )
     cov = second - torch.outer(mean, mean)
     torch.testing.assert_close(torch.cov(x_t.T), cov, rtol=0.03, atol=1e-3)
     # the average log-density of its own samples is minus the entropy: a fresh draw agrees
@@ -109,7 +125,9 @@ def test_mixture_errors():
 def test_sliced_wasserstein():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4000, 2, generator=gen)
-    shift = torch.tensor([0.6, 0.8])  # |shift| = 1; averaged over directions, SW2^2 = |shift|^2 / D
+    shift = torch.tensor(
+        [0.6, 0.8]
+    )  # |shift| = 1; averaged over directions, SW2^2 = |shift|^2 / D
     assert toy.sliced_wasserstein(x, x) == 0.0
     sw = toy.sliced_wasserstein(x, x + shift, num_projections=500, generator=gen)
     assert abs(sw - 1 / math.sqrt(2)) < 0.03
@@ -147,7 +165,10 @@ def test_velocity_is_the_conditional_mean_of_the_path_velocity():
         conditional = (eps - x0)[near]  # the linear path's conditional velocity
         se = conditional.std(0) / math.sqrt(len(conditional))
         exact = g.velocity(torch.tensor([point], dtype=torch.float64), 0.5, lin)[0]
-        assert ((conditional.mean(0) - exact).abs() < 4 * se + 0.02).all(), (point, len(conditional))
+        assert ((conditional.mean(0) - exact).abs() < 4 * se + 0.02).all(), (
+            point,
+            len(conditional),
+        )
 
 
 def test_velocity_at_the_data_end_of_the_linear_path():
@@ -155,4 +176,6 @@ def test_velocity_at_the_data_end_of_the_linear_path():
     g, lin = toy.example_mixture(), LinearPath()
     x = torch.randn(10, 2, dtype=torch.float64)
     torch.testing.assert_close(g.velocity(x, 0.0, lin), -x)
-    torch.testing.assert_close(g.velocity_fn(lin)(x, torch.zeros(10, dtype=torch.float64)), -x)
+    torch.testing.assert_close(
+        g.velocity_fn(lin)(x, torch.zeros(10, dtype=torch.float64)), -x
+    )

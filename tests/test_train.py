@@ -22,8 +22,16 @@ def _loss(model, batch):
 def test_training_reduces_the_loss_and_records_parts():
     x, y = _regression()
     model = torch.nn.Linear(3, 1)
-    history = train.train(model, _loss, (x, y), steps=300, batch_size=32, lr=5e-2, progress=False,
-                          generator=torch.Generator().manual_seed(0))
+    history = train.train(
+        model,
+        _loss,
+        (x, y),
+        steps=300,
+        batch_size=32,
+        lr=5e-2,
+        progress=False,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert len(history["loss"]) == len(history["mse"]) == 300
     assert history.final("mse", 20) < 0.01 * history["mse"][0]
     assert torch.allclose(model.weight, torch.tensor([[1.0, -2.0, 0.5]]), atol=0.05)
@@ -35,7 +43,15 @@ def test_same_generator_same_result():
     for _ in range(2):
         torch.manual_seed(0)
         model = torch.nn.Linear(3, 1)
-        train.train(model, _loss, (x, y), steps=20, batch_size=8, progress=False, generator=torch.Generator().manual_seed(5))
+        train.train(
+            model,
+            _loss,
+            (x, y),
+            steps=20,
+            batch_size=8,
+            progress=False,
+            generator=torch.Generator().manual_seed(5),
+        )
         weights.append(model.weight.detach().clone())
     assert torch.equal(*weights)
 
@@ -60,7 +76,9 @@ def _weight_on_start(decay, warmup, steps):
         model.weight.fill_(1.0)
     for _ in range(steps):
         ema.update(model)
-    return 1.0 - ema.model.weight.item()  # the weight the average still gives to the start
+    return (
+        1.0 - ema.model.weight.item()
+    )  # the weight the average still gives to the start
 
 
 def test_ema_warmup_forgets_the_initial_weights():
@@ -69,9 +87,13 @@ def test_ema_warmup_forgets_the_initial_weights():
     expected = 1.0
     for n in range(steps):
         expected *= min(decay, (1 + n) / (10 + n))
-    assert math.isclose(_weight_on_start(decay, True, steps), expected, rel_tol=1e-4, abs_tol=1e-7)
+    assert math.isclose(
+        _weight_on_start(decay, True, steps), expected, rel_tol=1e-4, abs_tol=1e-7
+    )
     assert expected < 1e-3 * decay**steps
-    assert math.isclose(_weight_on_start(decay, False, steps), decay**steps, rel_tol=1e-4)
+    assert math.isclose(
+        _weight_on_start(decay, False, steps), decay**steps, rel_tol=1e-4
+    )
     # the warm-up caps the decay early and leaves it alone late
     ema = train.EMA(torch.nn.Linear(1, 1), decay=0.99)
     assert ema.current_decay() == 0.1
@@ -82,14 +104,24 @@ def test_ema_warmup_forgets_the_initial_weights():
 def test_ema_is_kept_when_asked():
     x, y = _regression()
     model = torch.nn.Linear(3, 1)
-    history = train.train(model, _loss, (x, y), steps=50, batch_size=16, ema_decay=0.9, progress=False)
-    assert history.ema is not None and not torch.equal(history.ema.model.weight, model.weight)
+    history = train.train(
+        model, _loss, (x, y), steps=50, batch_size=16, ema_decay=0.9, progress=False
+    )
+    assert history.ema is not None and not torch.equal(
+        history.ema.model.weight, model.weight
+    )
 
 
 def test_callable_data_source():
     model = torch.nn.Linear(2, 2)
-    history = train.train(model, lambda m, b: (m(b).pow(2).mean(), {}), lambda n, g: torch.randn(n, 2, generator=g),
-                          steps=5, batch_size=4, progress=False)
+    history = train.train(
+        model,
+        lambda m, b: (m(b).pow(2).mean(), {}),
+        lambda n, g: torch.randn(n, 2, generator=g),
+        steps=5,
+        batch_size=4,
+        progress=False,
+    )
     assert len(history["loss"]) == 5
 
 
@@ -103,4 +135,11 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="EMA decay"):
         train.EMA(model, decay=1.0)
     with pytest.raises(FloatingPointError, match="loss became nan"):
-        train.train(model, lambda m, b: (m(b[0]).sum() * float("nan"), {}), (x, y), steps=2, batch_size=4, progress=False)
+        train.train(
+            model,
+            lambda m, b: (m(b[0]).sum() * float("nan"), {}),
+            (x, y),
+            steps=2,
+            batch_size=4,
+            progress=False,
+        )

@@ -29,8 +29,12 @@ def test_record_keeps_every_state():
     ts, xs = trajectories.record(samplers.ode_heun, sde, MIXTURE.score_fn(sde), x, 10)
     assert ts.shape == (11,) and xs.shape == (11, 50, 2)
     assert ts[0] == 1.0 and torch.equal(xs[0], x)
-    torch.testing.assert_close(xs[-1], samplers.ode_heun(sde, MIXTURE.score_fn(sde), x, 10))
-    ts_f, xs_f = trajectories.record_forward(sde, xs[-1], 5, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(
+        xs[-1], samplers.ode_heun(sde, MIXTURE.score_fn(sde), x, 10)
+    )
+    ts_f, xs_f = trajectories.record_forward(
+        sde, xs[-1], 5, generator=torch.Generator().manual_seed(1)
+    )
     assert ts_f[0] == 0.0 and ts_f[-1] == 1.0 and xs_f.shape == (6, 50, 2)
 
 
@@ -46,7 +50,9 @@ def test_density_over_time_is_normalized(sde):
 
 def test_coordinate_marginal():
     one = MIXTURE.coordinate(1)
-    x = torch.randn(20000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+        20000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
     assert one.dim == 1 and torch.equal(one.means[:, 0], MIXTURE.means[:, 1])
     with pytest.raises(ValueError, match="coordinate"):
         MIXTURE.coordinate(2)
@@ -56,14 +62,24 @@ def test_coordinate_marginal():
 def test_plots_and_animation():
     sde = VESDE()
     x = sde.prior_sample((40, 2), generator=torch.Generator().manual_seed(0))
-    ts, xs = trajectories.record(samplers.euler_maruyama, sde, MIXTURE.score_fn(sde), x, 12,
-                                 generator=torch.Generator().manual_seed(1))
+    ts, xs = trajectories.record(
+        samplers.euler_maruyama,
+        sde,
+        MIXTURE.score_fn(sde),
+        x,
+        12,
+        generator=torch.Generator().manual_seed(1),
+    )
     grid = torch.linspace(-2, 2, 50)
     density = trajectories.density_over_time(MIXTURE, sde, ts, grid, normalize=True)
-    ax = trajectories.plot_paths(ts, xs, density=density, grid=grid, sde=sde, normalize=True)
+    ax = trajectories.plot_paths(
+        ts, xs, density=density, grid=grid, sde=sde, normalize=True
+    )
     image = ax.images[0].get_array()
     assert image.shape == (50, 13)
-    torch.testing.assert_close(torch.as_tensor(image[:, 0]), density[-1])  # left column is t = eps
+    torch.testing.assert_close(
+        torch.as_tensor(image[:, 0]), density[-1]
+    )  # left column is t = eps
     trajectories.plot_points(xs[-1], background=MIXTURE)
     trajectories.plot_score_field(MIXTURE.score_fn(sde), 0.1, sde=sde)
     trajectories.plot_error_vs_nfe({"a": ([10, 20], [1e-2, 5e-3])})
@@ -73,14 +89,20 @@ def test_plots_and_animation():
 
 
 def test_widget_figures_and_uis():
-    fig = widgets.explorer_figure(MIXTURE, widgets.make_sde("sub-VP"), sampler="ddim", steps=10, n_points=100)
+    fig = widgets.explorer_figure(
+        MIXTURE, widgets.make_sde("sub-VP"), sampler="ddim", steps=10, n_points=100
+    )
     assert len(fig.axes) == 3 and "NFE 10" in fig.axes[2].get_title()
-    fig = widgets.sde_vs_ode_figure(MIXTURE, widgets.make_sde("VE"), steps=10, n_points=100)
+    fig = widgets.sde_vs_ode_figure(
+        MIXTURE, widgets.make_sde("VE"), steps=10, n_points=100
+    )
     assert len(fig.axes) == 3
     with pytest.raises(ValueError, match="unknown SDE kind"):
         widgets.make_sde("VX")
     with pytest.raises(ValueError, match="unknown sampler"):
         widgets.explorer_figure(MIXTURE, VPSDE(), sampler="rk4")
-    box = widgets.sde_explorer(MIXTURE, learned=(VPSDE(), MIXTURE.score_fn(VPSDE())), n_points=100)
+    box = widgets.sde_explorer(
+        MIXTURE, learned=(VPSDE(), MIXTURE.score_fn(VPSDE())), n_points=100
+    )
     assert len(box.children) == 2
     assert widgets.sde_vs_ode_explorer(MIXTURE, n_points=100) is not None

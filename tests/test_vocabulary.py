@@ -11,7 +11,9 @@ import pytest
 
 from conftest import ROOT
 
-SOURCES = sorted((ROOT / "oldschool").glob("*.py")) + sorted((ROOT / "book").glob("*.ipynb"))
+SOURCES = sorted((ROOT / "oldschool").glob("*.py")) + sorted(
+    (ROOT / "book").glob("*.ipynb")
+)
 RETIRED = {
     r"\bmean_coeff\b": "alpha(t)",
     r"\blog_mean_coeff\b": "log_alpha(t)",
@@ -24,6 +26,9 @@ RETIRED = {
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
 def test_no_retired_names(path):
     text = path.read_text()
-    found = [f"{m.group(0)!r} (use {new})" for pattern, new in RETIRED.items()
-             for m in re.finditer(pattern, text)]
+    found = [
+        f"{m.group(0)!r} (use {new})"
+        for pattern, new in RETIRED.items()
+        for m in re.finditer(pattern, text)
+    ]
     assert not found, f"{path.name} uses retired names: {found}"

@@ -29,13 +29,17 @@ def _pixels(png):
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64)
 
 
-@pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(0.5, 10.0), VESDE()], ids=["vp", "subvp", "ve"])
+@pytest.mark.parametrize(
+    "sde", [VPSDE(), SubVPSDE(0.5, 10.0), VESDE()], ids=["vp", "subvp", "ve"]
+)
 def test_density_columns_match_density_over_time(sde):
     """The one-expression density of the paths' background is trajectories.density_over_time."""
     times = torch.tensor([1e-3, 0.05, 0.4, 1.0], dtype=torch.float64)
     grid = torch.linspace(-2, 2, 41, dtype=torch.float64)
     expected = trajectories.density_over_time(MIXTURE, sde, times, grid, normalize=True)
-    torch.testing.assert_close(widgets.density_columns(MIXTURE, sde, times, grid), expected)
+    torch.testing.assert_close(
+        widgets.density_columns(MIXTURE, sde, times, grid), expected
+    )
 
 
 def test_controls_start_on_their_grids():
@@ -43,7 +47,10 @@ def test_controls_start_on_their_grids():
     e = widgets.KernelExplorer(MIXTURE, n_points=100, view="sde")
     for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "steps"):
         control = e.controls[name]
-        assert control.value == explorer.DEFAULTS[name] and control.value in control.options, name
+        assert (
+            control.value == explorer.DEFAULTS[name]
+            and control.value in control.options
+        ), name
         assert control.continuous_update is False, f"{name} redraws while dragged"
     assert e.controls["seed"].continuous_update is False
 
@@ -53,12 +60,21 @@ def test_redraw_only_on_change_and_the_image_follows():
     assert len(e.times) == 1  # the first draw
     first = e.image.value
     assert e.redraw() is False and len(e.times) == 1  # nothing changed
-    e.controls["beta_max"].value = explorer.DEFAULTS["beta_max"]  # the same value: no redraw
+    e.controls["beta_max"].value = explorer.DEFAULTS[
+        "beta_max"
+    ]  # the same value: no redraw
     assert len(e.times) == 1
-    for name, value in [("beta_max", 10.0), ("seed", 3), ("steps", 20), ("sampler", "ddpm_ancestral")]:
+    for name, value in [
+        ("beta_max", 10.0),
+        ("seed", 3),
+        ("steps", 20),
+        ("sampler", "ddpm_ancestral"),
+    ]:
         before = e.image.value
         e.controls[name].value = value
-        assert len(e.times) >= 2 and e.image.value != before, f"{name} did not change the image"
+        assert len(e.times) >= 2 and e.image.value != before, (
+            f"{name} did not change the image"
+        )
     assert e.image.value != first
 
 
@@ -90,12 +106,16 @@ def test_blitted_image_equals_a_full_draw():
     e.figure.fig.savefig(buffer, format="png", dpi=e.figure.fig.dpi)
     full = _pixels(buffer.getvalue())
     assert blitted.shape == full.shape
-    assert np.abs(blitted - full).mean() < 0.5, "the blitted image misses or misplaces artists"
+    assert np.abs(blitted - full).mean() < 0.5, (
+        "the blitted image misses or misplaces artists"
+    )
 
 
 def test_learned_score_and_bad_input():
     vp = VPSDE()
-    e = widgets.KernelExplorer(MIXTURE, learned=(vp, MIXTURE.score_fn(vp)), n_points=100, view="sde_vs_ode")
+    e = widgets.KernelExplorer(
+        MIXTURE, learned=(vp, MIXTURE.score_fn(vp)), n_points=100, view="sde_vs_ode"
+    )
     e.controls["score"].value = "learned"
     assert "learned score" in e.status.value
     with pytest.raises(ValueError, match="learned"):

@@ -18,7 +18,8 @@ import re
 from docutils import nodes
 
 CDN_STYLESHEET = re.compile(
-    r"<link\b[^>]*\bhref=[\"']https?://[^\"']*font-awesome[^\"']*[\"'][^>]*>\s*", re.IGNORECASE
+    r"<link\b[^>]*\bhref=[\"']https?://[^\"']*font-awesome[^\"']*[\"'][^>]*>\s*",
+    re.IGNORECASE,
 )
 
 
