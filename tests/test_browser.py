@@ -15,6 +15,7 @@ phone width (390 px):
 - live explorers (oldschool.explorer) redraw when any of their controls moves;
 - the book's look: logo, favicon, repository, edit and (for notebooks) Colab buttons;
 - no horizontal page overflow outside scrolling boxes (code cells, wide tables);
+- at the desktop width, no code cell whose source is wider than its box;
 - a full-page screenshot per page and width under _build/screenshots/.
 
 OLDSCHOOL_REUSE_BUILD=1 reuses an existing _build/html instead of building the book;
@@ -323,6 +324,7 @@ def test_page_reads_in_a_browser(
         problems += _widget_problems(page)
         _screenshot(page, shot.with_name(shot.name + ".png"))
         problems += _overflow_problems(page, "desktop")
+        problems += _code_cell_problems(page)
         problems += _animation_problems(page)
         problems += _explorer_problems(page)
         page.set_viewport_size(PHONE)
@@ -541,6 +543,20 @@ def _screenshot(page, path):
         "() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); }"
     )
     page.screenshot(path=str(path), full_page=True)
+
+
+CODE_CELLS = """() => [...document.querySelectorAll('div.cell_input pre')]
+    .filter(pre => pre.scrollWidth > pre.clientWidth + 1)
+    .map(pre => {
+        const lines = pre.textContent.split('\\n');
+        const longest = lines.reduce((a, b) => (b.length > a.length ? b : a), '');
+        return `${pre.scrollWidth} px in a ${pre.clientWidth} px box: ${longest.slice(0, 60)}...`;
+    })"""
+
+
+def _code_cell_problems(page):
+    """At the desktop width every code cell's source fits its box: no sideways scrolling."""
+    return [f"desktop: a code cell is cut off ({c})" for c in page.evaluate(CODE_CELLS)]
 
 
 def _overflow_problems(page, width_name):
