@@ -21,7 +21,7 @@ Usage: python scripts/colab_constraints.py PIP_FREEZE_FILE SOURCE_NOTE COLAB_PYT
 import re
 import sys
 
-TORCH = {"torch": "2.14.1", "torchvision": "0.29.1"}  # on disk here (see colab/README.md)
+TORCH = {"torch": "2.14.1", "torchvision": "0.29.1"}  # on disk here, for Python 3.11
 NOT_FOR_PY311 = {"tifffile"}  # Colab's release requires Python >= 3.12
 DROPPED = re.compile(r"^(nvidia-|cuda-|triton$|setuptools$)")
 

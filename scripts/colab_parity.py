@@ -70,17 +70,23 @@ def clean_env(venv):
 def installed(venv):
     """{normalized name: version} of every distribution in the venv."""
     listing = run([venv / "bin" / "python", "-m", "pip", "list", "--format=json"], env=clean_env(venv))
-    return {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listing.stdout)}
+    return {normalized(p["name"]): p["version"] for p in json.loads(listing.stdout)}
+
+
+def normalized(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def pinned():
-    """{normalized name: version} of colab/constraints.txt."""
+    """{normalized name: Colab's version} of the packages of colab/preinstalled.txt."""
     pins = {}
     for line in (COLAB / "constraints.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, version = line.split("==")
-            pins[name.lower().replace("_", "-")] = version
-    return pins
+            pins[normalized(name)] = version
+    names = [normalized(line) for line in (COLAB / "preinstalled.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    return {name: pins[name] for name in names}
 
 
 def build_venv(venv, python, reuse):
@@ -110,21 +116,37 @@ def uninstall_oldschool(venv):
 def clone_at_release(scratch):
     """A clone of this repository whose release tag points at the commit under test."""
     url, ref = set_install_cell.repository()
-    clone = scratch / "oldschool"
+    clone = scratch / "repository"  # not "oldschool": that would import as a namespace package
     run(["git", "clone", "--quiet", ROOT, clone])
     run(["git", "-C", clone, "tag", "--force", ref, "HEAD"])
     head = run(["git", "-C", clone, "rev-parse", "--short", "HEAD"]).stdout.strip()
     return clone, url, ref, head
 
 
-def run_install_cell(venv, clone, url, scratch):
+def run_install_cell(venv, clone, url, scratch, check=True):
     """The chapters' install cell, run as a Colab kernel runs it, with the URL at the clone."""
     source = set_install_cell.install_cell_source()
     assert f'"{url}"' in source, "the install cell no longer names the repository URL"
     cell = scratch / "install_cell.py"
     cell.write_text(source.replace(f'"{url}"', f'"file://{clone}"'))
-    result = run([venv / "bin" / "python", cell], cwd=scratch, env=clean_env(venv))
-    return result.stdout.strip()
+    if not check:
+        return subprocess.run([venv / "bin" / "python", cell], cwd=scratch, env=clean_env(venv),
+                              capture_output=True, text=True)
+    return run([venv / "bin" / "python", cell], cwd=scratch, env=clean_env(venv)).stdout.strip()
+
+
+def release_needing_newer_ipywidgets(clone, ref, scratch):
+    """A clone whose release asks for ipywidgets>=8.1, newer than Colab's 7.7.1 (issue 12)."""
+    refused = scratch / "repository-refused"
+    run(["git", "clone", "--quiet", clone, refused])
+    pyproject = refused / "pyproject.toml"
+    text, count = re.subn(r'"ipywidgets[^"]*"', '"ipywidgets>=8.1"', pyproject.read_text())
+    assert count == 1, "pyproject.toml has no ipywidgets requirement to raise"
+    pyproject.write_text(text)
+    run(["git", "-C", refused, "-c", "user.name=parity", "-c", "user.email=parity@localhost",
+         "commit", "--quiet", "-am", "ask for ipywidgets>=8.1"])
+    run(["git", "-C", refused, "tag", "--force", ref, "HEAD"])
+    return refused
 
 
 def changed(before, after):
@@ -164,7 +186,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", type=Path, default=ROOT / ".venv-colab")
     parser.add_argument("--python", default=shutil.which("python3.11") or sys.executable,
-                        help="the interpreter the venv is made from (Colab: 3.13; see colab/README)")
+                        help="the interpreter of the venv (Colab has 3.13; torch for it is not on disk)")
     parser.add_argument("--reuse-venv", action="store_true",
                         help="keep a venv built from the same constraints (for development)")
     parser.add_argument("--chapters", nargs="*", help="only these chapters (prefixes, e.g. ch05)")
@@ -176,13 +198,23 @@ def main(argv=None):
     report["venv_seconds"] = round(build_venv(venv, args.python, args.reuse_venv), 1)
     uninstall_oldschool(venv)
     before = installed(venv)
-    drift = {n: (v, before.get(n)) for n, v in pinned().items() if n in before and before[n] != v}
+    drift = {n: (v, before.get(n)) for n, v in pinned().items() if before.get(n) != v}
     if drift:
         raise SystemExit(f"the venv does not hold Colab's versions: {drift}")
 
     with tempfile.TemporaryDirectory(prefix="colab-parity-") as scratch:
         scratch = Path(scratch)
         clone, url, ref, head = clone_at_release(scratch)
+        # The control: a release that needs a newer ipywidgets than Colab's must be refused,
+        # with the cell's message, and leave every package as it was.
+        refused = run_install_cell(venv, release_needing_newer_ipywidgets(clone, ref, scratch),
+                                   url, scratch, check=False)
+        if refused.returncode == 0 or "without changing a package" not in refused.stderr:
+            raise SystemExit("the install cell did not refuse a release needing ipywidgets>=8.1:\n"
+                             f"{refused.stdout[-2000:]}{refused.stderr[-3000:]}")
+        if changed(before, installed(venv)):
+            raise SystemExit(f"a refused install changed packages: {changed(before, installed(venv))}")
+        log("install cell refused a release needing ipywidgets>=8.1, as it must; nothing changed")
         log(f"install cell: oldschool @ git+file://{clone}@{ref} (commit {head})")
         t0 = time.time()
         report["install_output"] = run_install_cell(venv, clone, url, scratch)

@@ -83,8 +83,11 @@ def table():
 
 def render():
     body = table()
-    TABLE.write_text("<!-- Written by scripts/tested_with.py from colab/tested-with.json; "
-                     "do not edit. -->\n\n" + body + "\n")
+    TABLE.write_text("% Written by scripts/tested_with.py from colab/tested-with.json; do not edit.\n\n"
+                     "**Tested with.** The versions this book was last built and tested with, "
+                     "recorded by the runs themselves: the CPU build (`make book`), the "
+                     "Colab-parity job (`make colab-parity`: Colab's published versions, the "
+                     "install cell, every chapter), and what Colab publishes.\n\n" + body + "\n")
     readme = README.read_text()
     if START in readme:
         before, rest = readme.split(START, 1)

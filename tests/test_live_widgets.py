@@ -37,8 +37,9 @@ from conftest import BUILD, BOOK_ENV, ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHAPTER = ROOT / "book" / "ch05_sde.ipynb"
-COLAB_VENV = Path(os.environ.get("OLDSCHOOL_COLAB_VENV", ROOT / ".venv-colab"))
-WIDGETS7_FRONTEND = Path(os.environ.get("OLDSCHOOL_WIDGETS7_FRONTEND", ROOT / ".venv-widgets7"))
+# (relative paths are taken from the repository root, as the Makefile passes them)
+COLAB_VENV = ROOT / os.environ.get("OLDSCHOOL_COLAB_VENV", ".venv-colab")
+WIDGETS7_FRONTEND = ROOT / os.environ.get("OLDSCHOOL_WIDGETS7_FRONTEND", ".venv-widgets7")
 SERVER_START_S, RUN_CELLS_S, REDRAW_S = 120, 300, 120  # bounds on each wait, seconds
 # The stand-in for the trained score: training is not what this test is about.
 STAND_IN = "learned_score = mixture.score_fn(vp)  # (test) the exact score stands in"
@@ -77,7 +78,9 @@ CLASSIC = Frontend(
     ready="""() => {
         const nb = window.Jupyter && window.Jupyter.notebook;
         const icon = document.getElementById('kernel_indicator_icon');
-        return !!nb && !!nb.kernel && nb.kernel.is_connected()
+        // widgetsnbextension makes kernel.widget_manager once the kernel is up; a widget
+        // displayed before that is lost (its comm opens with no one listening)
+        return !!nb && !!nb.kernel && nb.kernel.is_connected() && !!nb.kernel.widget_manager
             && !!icon && icon.classList.contains('kernel_idle_icon');
     }""",
     run_all="window.Jupyter.notebook.execute_all_cells()",
@@ -171,7 +174,7 @@ def browser():
         chromium.close()
 
 
-FIGURE = ".widget-output img, .jupyter-widget-output img"
+FIGURE = "img[src^='data:image/png']"  # the notebook's only images: the explorer's figure
 # stderr and error outputs, in JupyterLab and in the classic notebook
 ERRORS = (".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
           ".output_stderr, .output_error")
@@ -182,6 +185,7 @@ def figure_source(page):
     return images.last.get_attribute("src") if images.count() else None
 
 
+@pytest.mark.live
 @pytest.mark.timeout(SERVER_START_S + RUN_CELLS_S + 3 * REDRAW_S + 120)
 @pytest.mark.parametrize("server", list(FRONTENDS), indirect=True)
 def test_explorer_redraws_when_a_control_changes(server, browser, request):
@@ -226,7 +230,9 @@ def test_explorer_redraws_when_a_control_changes(server, browser, request):
             """([selector, before]) => {
                 const images = document.querySelectorAll(selector);
                 const last = images[images.length - 1];
-                return !!last && last.complete && last.src && last.src !== before;
+                // the attribute, not .src: the URL parser drops the newlines in a data URL
+                const source = last && last.getAttribute('src');
+                return !!source && last.complete && source !== before;
             }""", arg=[FIGURE, before], timeout=REDRAW_S * 1000)
         redraws[choice] = round(time.time() - clicked, 2)
     page.wait_for_function(frontend.ready, timeout=REDRAW_S * 1000)
