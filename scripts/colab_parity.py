@@ -43,7 +43,7 @@ OUT = ROOT / "_build" / "colab-parity"
 # How the chapters run in this job. Colab runs them in GPU mode; the capped GPU-settings run
 # on the CPU replaces the first entry here once it exists.
 CHAPTER_ENV = {"OLDSCHOOL_MODE": "cpu", "OLDSCHOOL_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-CELL_TIMEOUT = 900  # seconds per cell; a CPU-mode chapter takes a few minutes in all
+CELL_TIMEOUT = 300  # seconds per cell; a CPU-mode chapter takes a few minutes in all
 
 
 def log(message):
@@ -172,6 +172,10 @@ def execute(venv, notebook):
     env = {**clean_env(venv), **CHAPTER_ENV}
     run([venv / "bin" / "jupyter", "nbconvert", "--to", "notebook", "--execute",
          f"--ExecutePreprocessor.timeout={CELL_TIMEOUT}", "--ExecutePreprocessor.kernel_name=python3",
+         # Unix sockets, not TCP ports: on a machine running many kernels at once, two
+         # kernels given the same free port may lose each other's messages (one run here
+         # hung with the kernel and the client both idle)
+         "--KernelManager.transport=ipc",
          "--output-dir", OUT, notebook], env=env, cwd=notebook.parent)
     seconds = time.time() - start
     executed = json.loads((OUT / notebook.name).read_text())

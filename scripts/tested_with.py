@@ -23,7 +23,7 @@ TABLE = ROOT / "book" / "tested_with.md"
 README = ROOT / "README.md"
 START, END = "<!-- tested-with: start (written by scripts/tested_with.py) -->", "<!-- tested-with: end -->"
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "sympy", "matplotlib", "scikit-image",
-            "scikit-learn", "ipywidgets", "ipykernel", "lpips", "jupyter-book")
+            "scikit-learn", "ipywidgets", "ipykernel", "lpips", "myst-nb", "jupyter-book")
 COLUMNS = {"cpu-build": "CPU build (`make book`)", "colab-parity": "Colab parity (`make colab-parity`)"}
 
 VERSIONS = """
@@ -74,10 +74,10 @@ def table():
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for package in ("python", *PACKAGES):
         cells = [records[n]["versions"].get(package) or "-" for n in names]
-        lines.append(f"| {package} | " + " | ".join(cells) + f" | {published.get(package, '-')} |")
-    runs = [f"{records[n]['date']}, commit {records[n]['commit']}" + (f", {records[n]['note']}" if
-            records[n]["note"] else "") for n in names]
-    lines.append("| run | " + " | ".join(runs) + " | googlecolab/backend-info |")
+        lines.append("| " + " | ".join([package, *cells, published.get(package, "-")]) + " |")
+    runs = [", ".join(filter(None, (records[n]["date"], f"commit {records[n]['commit']}",
+                                    records[n]["note"]))) for n in names]
+    lines.append("| " + " | ".join(["run", *runs, "googlecolab/backend-info"]) + " |")
     return "\n".join(lines)
 
 

@@ -76,3 +76,12 @@ def test_install_cell_names_url_and_release_once():
     assert "--constraint" in source and "--upgrade" not in source and "--quiet" not in source
     compile(source, "install cell", "exec")
     assert max(len(line) for line in source.splitlines()) <= 88
+
+
+def test_tested_with_tables_are_the_records_rendered():
+    """README and preface show the table scripts/tested_with.py renders, not a hand edit."""
+    body = tested_with.table()
+    assert body in (ROOT / "book" / "tested_with.md").read_text(), "run scripts/tested_with.py render"
+    readme = (ROOT / "README.md").read_text()
+    assert f"{tested_with.START}\n{body}\n{tested_with.END}" in readme, "run scripts/tested_with.py render"
+    assert "{include} tested_with.md" in (ROOT / "book" / "intro.md").read_text()
