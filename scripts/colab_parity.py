@@ -44,15 +44,20 @@ OUT = ROOT / "_build" / "colab-parity"
 # on the CPU replaces the first entry here once it exists.
 CHAPTER_ENV = {"OLDSCHOOL_MODE": "cpu", "OLDSCHOOL_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
 CELL_TIMEOUT = 300  # seconds per cell; a CPU-mode chapter takes a few minutes in all
+CHAPTER_TIMEOUT = 900  # seconds per chapter, whatever happens (a hung client included)
 
 
 def log(message):
     print(f"[colab-parity {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run(cmd, **kwargs):
-    """Run a command, echoing it; raise with its output when it fails."""
-    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+def run(cmd, timeout=None, **kwargs):
+    """Run a command; stop with its output when it fails or outlives `timeout` seconds."""
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired as expired:  # the kernel follows its parent out
+        raise SystemExit(f"TIMED OUT after {timeout} s: {' '.join(map(str, cmd))}\n"
+                         f"{(expired.stderr or b'')[-4000:]}")
     if result.returncode != 0:
         raise SystemExit(f"FAILED ({result.returncode}): {' '.join(map(str, cmd))}\n"
                          f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
@@ -165,18 +170,28 @@ def chapters(selected):
     return notebooks
 
 
-def execute(venv, notebook):
-    """Execute one chapter in the venv's kernel; (seconds, first cell's output)."""
+def execute(venv, notebook, scratch):
+    """Execute one chapter in a kernel of the venv; (seconds, first cell's output).
+
+    The kernel (ipykernel and every package) is the venv's; the client that drives it is
+    nbconvert from the environment running this script, as on Colab, where the frontend is
+    not the kernel's environment. (nbconvert inside the venv, with Colab's jupyter_client
+    7.4.9, twice hung here for good after a cell, the kernel idle.)
+    """
+    spec = scratch / "kernels" / "colab-parity"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(venv / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Colab parity", "language": "python", "env": CHAPTER_ENV}))
     OUT.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    env = {**clean_env(venv), **CHAPTER_ENV}
-    run([venv / "bin" / "jupyter", "nbconvert", "--to", "notebook", "--execute",
-         f"--ExecutePreprocessor.timeout={CELL_TIMEOUT}", "--ExecutePreprocessor.kernel_name=python3",
+    env = {**clean_env(venv), "JUPYTER_PATH": str(scratch)}
+    run([sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute",
+         f"--ExecutePreprocessor.timeout={CELL_TIMEOUT}", "--ExecutePreprocessor.kernel_name=colab-parity",
          # Unix sockets, not TCP ports: on a machine running many kernels at once, two
-         # kernels given the same free port may lose each other's messages (one run here
-         # hung with the kernel and the client both idle)
+         # kernels given the same free port may lose each other's messages
          "--KernelManager.transport=ipc",
-         "--output-dir", OUT, notebook], env=env, cwd=notebook.parent)
+         "--output-dir", OUT, notebook], env=env, cwd=notebook.parent, timeout=CHAPTER_TIMEOUT)
     seconds = time.time() - start
     executed = json.loads((OUT / notebook.name).read_text())
     first = "".join("".join(o.get("text", "")) for o in executed["cells"][0].get("outputs", []))
@@ -232,7 +247,7 @@ def main(argv=None):
 
         for notebook in chapters(args.chapters):
             log(f"executing {notebook.name} with {CHAPTER_ENV}")
-            seconds, first = execute(venv, notebook)
+            seconds, first = execute(venv, notebook, scratch)
             report["chapters"][notebook.name] = round(seconds, 1)
             log(f"{notebook.name}: {seconds:.0f} s; {first.splitlines()[-1] if first else ''}")
             if not first.startswith("oldschool "):
