@@ -40,7 +40,7 @@ CHAPTER = ROOT / "book" / "ch05_sde.ipynb"
 # (relative paths are taken from the repository root, as the Makefile passes them)
 COLAB_VENV = ROOT / os.environ.get("OLDSCHOOL_COLAB_VENV", ".venv-colab")
 WIDGETS7_FRONTEND = ROOT / os.environ.get("OLDSCHOOL_WIDGETS7_FRONTEND", ".venv-widgets7")
-SERVER_START_S, RUN_CELLS_S, REDRAW_S = 120, 300, 120  # bounds on each wait, seconds
+SERVER_START_S, RUN_CELLS_S, REDRAW_S = 120, 150, 120  # bounds on each wait, seconds
 # The stand-in for the trained score: training is not what this test is about.
 STAND_IN = "learned_score = mixture.score_fn(vp)  # (test) the exact score stands in"
 
@@ -53,6 +53,7 @@ class Frontend:
     path: str  # URL path of a notebook, {name} filled in
     ready: str  # JS: true when the notebook's kernel is idle
     run_all: str  # JS: run every cell
+    run_last: str  # JS: run the last cell (the widget's) again
 
 
 LAB = Frontend(
@@ -68,6 +69,11 @@ LAB = Frontend(
         return !!kernel && kernel.status === 'idle' && panel.content.widgets.length > 0;
     }""",
     run_all="window.jupyterapp.commands.execute('notebook:run-all-cells')",
+    run_last="""(async () => {
+        const panel = window.jupyterapp.shell.currentWidget;
+        panel.content.activeCellIndex = panel.content.widgets.length - 1;
+        await window.jupyterapp.commands.execute('notebook:run-cell');
+    })()""",
 )
 CLASSIC = Frontend(
     python=COLAB_VENV / "bin" / "python",
@@ -84,6 +90,7 @@ CLASSIC = Frontend(
             && !!icon && icon.classList.contains('kernel_idle_icon');
     }""",
     run_all="window.Jupyter.notebook.execute_all_cells()",
+    run_last="window.Jupyter.notebook.execute_cells([window.Jupyter.notebook.ncells() - 1])",
 )
 FRONTENDS = {"ipywidgets8": LAB, "ipywidgets7": CLASSIC}
 
@@ -186,7 +193,7 @@ def figure_source(page):
 
 
 @pytest.mark.live
-@pytest.mark.timeout(SERVER_START_S + RUN_CELLS_S + 3 * REDRAW_S + 120)
+@pytest.mark.timeout(SERVER_START_S + 4 * RUN_CELLS_S + 3 * REDRAW_S + 120)
 @pytest.mark.parametrize("server", list(FRONTENDS), indirect=True)
 def test_explorer_redraws_when_a_control_changes(server, browser, request):
     kernel = request.node.callspec.params["server"]
@@ -204,8 +211,18 @@ def test_explorer_redraws_when_a_control_changes(server, browser, request):
     page.wait_for_function(frontend.ready, timeout=SERVER_START_S * 1000)
     started = time.time()
     page.evaluate(frontend.run_all)
+    retried = False
     try:
-        page.wait_for_selector(FIGURE, timeout=RUN_CELLS_S * 1000)
+        try:
+            page.wait_for_selector(FIGURE, timeout=RUN_CELLS_S * 1000)
+        except Exception:
+            # The classic notebook's widget manager sometimes misses a widget displayed right
+            # after the kernel connects (the cell runs, nothing is drawn); a reader re-runs
+            # the cell. Once, and said in the results: the redraw below is what is tested.
+            page.wait_for_function(frontend.ready, timeout=RUN_CELLS_S * 1000)
+            retried = True
+            page.evaluate(frontend.run_last)
+            page.wait_for_selector(FIGURE, timeout=RUN_CELLS_S * 1000)
     except Exception:
         for error in page.get_by_text("Click to show javascript error").all():
             error.click()  # the widget manager's message replaces the placeholder
@@ -246,8 +263,9 @@ def test_explorer_redraws_when_a_control_changes(server, browser, request):
     record = BUILD / "live-widgets.json"
     results = json.loads(record.read_text()) if record.exists() else {}
     results[kernel] = {"ipywidgets": version, "first_draw_s": round(first_draw, 1), "redraw_s": redraws,
+                       "widget_cell_rerun": retried,
                        "load": os.getloadavg()}
     record.write_text(json.dumps(results, indent=1))
-    print(f"\n{kernel} (ipywidgets {version}): cells run and first figure in {first_draw:.1f} s; "
-          f"redraw after a click: {redraws} s")
+    print(f"\n{kernel} (ipywidgets {version}): cells run and first figure in {first_draw:.1f} s"
+          f"{' (widget cell run twice)' if retried else ''}; redraw after a click: {redraws} s")
     page.close()
