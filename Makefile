@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Colab's versions (make colab-parity), and a Jupyter frontend for ipywidgets 7 (live-widgets)
+COLAB_VENV ?= .venv-colab
+WIDGETS7_FRONTEND ?= .venv-widgets7
 
 # The rendered book and the tests run the chapters in CPU mode without progress bars, with one
 # torch thread: the CPU-mode models are small, and two OpenMP threads on a busy 2-core machine
 # spin against each other (measured 20x slower training than one thread).
 BOOK_ENV := OLDSCHOOL_MODE=cpu OLDSCHOOL_PROGRESS=0 OMP_NUM_THREADS=1
 
-.PHONY: install vendor browser book test unit browser-unit lint gpu-dry gpu-check gpu-budget clean
+.PHONY: install vendor browser book test unit browser-unit lint gpu-dry gpu-check gpu-budget clean \
+	colab-parity live-widgets tested-with
 
 install: $(STAMP)
 
@@ -41,18 +45,26 @@ BROWSER_PACKAGES := chromium fonts-wqy-microhei
 browser:
 	dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(BROWSER_PACKAGES); }
 
+# The "tested with" table (README, preface): the versions of the environment the book is built
+# with, recorded by the build itself (scripts/tested_with.py) beside the Colab-parity run's.
+tested-with: $(STAMP)
+	$(BIN)/python scripts/tested_with.py record cpu-build $(BIN)/python "CPU mode, every chapter executed"
+
 # Execute every chapter and render _build/html; any Sphinx warning or cell error fails it.
-book: $(STAMP) vendor
+book: $(STAMP) vendor tested-with
 	$(BOOK_ENV) $(BIN)/jupyter-book build . -W -n --keep-going
 
-# The whole suite: unit tests, then the book build (every chapter executed) and its checks.
-test: $(STAMP) vendor browser
-	$(BOOK_ENV) $(BIN)/python -m pytest -ra
+# The whole suite: unit tests, then the book built (every chapter executed) and its checks,
+# and the live-notebook widget test (for ipywidgets 7.7.1 it needs `make colab-parity` first;
+# without .venv-colab that half is skipped, saying so).
+test: $(STAMP) vendor browser tested-with $(WIDGETS7_FRONTEND)/.installed
+	OLDSCHOOL_COLAB_VENV=$(COLAB_VENV) OLDSCHOOL_WIDGETS7_FRONTEND=$(WIDGETS7_FRONTEND) \
+	  $(BOOK_ENV) $(BIN)/python -m pytest -ra
 
 # Unit tests only (a minute), for quick iterations; the Chromium ones (the live explorer's
 # JavaScript against oldschool) run in `make test` and `make browser-unit`.
 unit: $(STAMP)
-	$(BOOK_ENV) $(BIN)/python -m pytest -ra -m "not book and not browser"
+	$(BOOK_ENV) $(BIN)/python -m pytest -ra -m "not book and not browser and not live"
 
 browser-unit: $(STAMP) browser
 	$(BOOK_ENV) $(BIN)/python -m pytest -ra -m "browser and not book"
@@ -77,5 +89,25 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+
+# Colab parity (scripts/colab_parity.py): a fresh venv with Colab's published versions
+# (colab/constraints.txt), the chapters' install cell run in it against a clone of this
+# repository, then every chapter executed there; fails on an error or a changed package.
+colab-parity: $(STAMP)
+	$(BIN)/python scripts/colab_parity.py --venv $(COLAB_VENV)
+
+# Chapter 5's explorer in a live Jupyter page (tests/test_live_widgets.py), with ipywidgets 8
+# (this .venv, JupyterLab) and 7.7.1 (the Colab-parity venv, classic Notebook from
+# colab/widgets7-frontend.txt).
+$(WIDGETS7_FRONTEND)/.installed: colab/widgets7-frontend.txt
+	rm -rf $(WIDGETS7_FRONTEND) && $(PYTHON) -m venv $(WIDGETS7_FRONTEND)
+	$(WIDGETS7_FRONTEND)/bin/python -m pip install --quiet -r colab/widgets7-frontend.txt
+	touch $@
+
+live-widgets: $(STAMP) browser $(WIDGETS7_FRONTEND)/.installed
+	test -x $(COLAB_VENV)/bin/python || $(MAKE) colab-parity
+	OLDSCHOOL_COLAB_VENV=$(COLAB_VENV) OLDSCHOOL_WIDGETS7_FRONTEND=$(WIDGETS7_FRONTEND) \
+	  $(BOOK_ENV) $(BIN)/python -m pytest -ra tests/test_live_widgets.py
+
 clean:
-	rm -rf _build
+	rm -rf _build $(COLAB_VENV) $(WIDGETS7_FRONTEND)

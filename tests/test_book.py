@@ -8,11 +8,15 @@ executed notebooks are searched for warnings that a reader would see.
 
 import json
 import re
+import sys
 
 import nbformat
 import pytest
 
 from conftest import BUILD, ROOT, book_config, toc_files, toc_notebooks
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from set_install_cell import install_cell_source  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
 
@@ -48,18 +52,21 @@ def test_notebook_is_committed_without_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_starts_with_the_install_cell(path):
+    """The first cell is scripts/set_install_cell.py's template, with _config.yml's URL and tag."""
     nb = nbformat.read(path, as_version=4)
     first = nb.cells[0]
-    url = book_config()["repository"]["url"]
+    url, ref = book_config()["repository"]["url"], book_config()["repository"]["ref"]
     assert first.cell_type == "code", (
         f"{path.name}: the first cell must be the install cell"
     )
     assert "remove-cell" in first.metadata.get("tags", []), (
         f"{path.name}: tag the install cell 'remove-cell'"
     )
-    assert "import oldschool" in first.source and "except ImportError" in first.source
-    assert f"git+{url}" in first.source, (
-        f"{path.name}: the install cell must install from {url} (_config.yml)"
+    assert f'"{url}", "{ref}"' in first.source, (
+        f"{path.name}: the install cell must install {url} at {ref}"
+    )
+    assert first.source == install_cell_source(), (
+        f"{path.name}: an old install cell; run `python scripts/set_install_cell.py`"
     )
 
 
