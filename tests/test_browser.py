@@ -143,7 +143,9 @@ class Offline:
             route.abort("internetdisconnected")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(
+    scope="module"
+)  # closed after this module: other modules start their own
 def browser_context(server, tmp_path_factory):
     """Debian's chromium with a fresh profile and the network closed to all but the server."""
     if not CHROMIUM.exists():
