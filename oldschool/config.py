@@ -513,6 +513,7 @@ CAP_OVERRIDES = {
     "ch5": dict(step_counts=(10, 100, 300)),
     "ch6": dict(nfes=(10, 20, 40)),
     "ch7": dict(guidance_scales=(0.0, 1.0, 6.0)),
+    "ch9": dict(per_class=4, pixel_per_class=2, n_val=64, grid_steps=(5, 10)),
 }
 
 
