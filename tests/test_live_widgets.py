@@ -259,9 +259,8 @@ def browser():
         chromium.close()
 
 
-FIGURE = (
-    "img[src^='data:image/png']"  # the notebook's only images: the explorer's figure
-)
+# the explorer's figure: an ipywidgets Image (its src is a blob: URL, new at every redraw)
+FIGURE = "img.widget-image"
 # stderr and error outputs, in JupyterLab and in the classic notebook
 ERRORS = (
     ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
