@@ -71,3 +71,38 @@ def built_book():
             f"jupyter-book build failed (exit {result.returncode}); last lines:\n{log[-6000:]}"
         )
     return log
+
+
+# Debian's chromium, which every browser test drives through Playwright (no browser download),
+# with the flags that keep it off the (closed) network.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def require_chromium():
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)"
+        )
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium, driven by Playwright; one per module (Playwright's sync API allows one)."""
+    from playwright.sync_api import sync_playwright
+
+    require_chromium()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS
+        )
+        yield chromium
+        chromium.close()

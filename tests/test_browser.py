@@ -35,21 +35,19 @@ from urllib.parse import unquote, urljoin, urlsplit
 import pytest
 from playwright.sync_api import sync_playwright
 
-from conftest import BUILD, ROOT, book_config, toc_files
+from conftest import (
+    BUILD,
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    ROOT,
+    book_config,
+    require_chromium,
+    toc_files,
+)
 from explorer_page import explorers, moved_controls_problems
 
 pytestmark = pytest.mark.book
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -148,10 +146,7 @@ class Offline:
 )  # closed after this module: other modules start their own
 def browser_context(server, tmp_path_factory):
     """Debian's chromium with a fresh profile and the network closed to all but the server."""
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)"
-        )
+    require_chromium()
     offline = Offline(server)
     with sync_playwright() as playwright:
         # launch_persistent_context is Playwright's way to pass --user-data-dir: a fresh one.

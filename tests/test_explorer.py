@@ -8,26 +8,14 @@ control moves.
 """
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from playwright.sync_api import sync_playwright
 
 from explorer_page import explorers, moved_controls_problems
 from oldschool import explorer, samplers, sde, toy, widgets
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RTOL = 1e-6
 
 PATHS = {  # (Python path, the same path in JavaScript)
@@ -37,26 +25,8 @@ PATHS = {  # (Python path, the same path in JavaScript)
     "VE default": (VESDE(0.01, 50.0), "VESDE(0.01, 50.0)"),
     "VE other": (VESDE(0.002, 20.0), "VESDE(0.002, 20.0)"),
 }
-if hasattr(
-    sde, "LinearPath"
-):  # chapter 8's path (helper "flow"), once it is on this branch
-    PATHS["linear"] = (sde.LinearPath(), "LinearPath()")
+PATHS["linear"] = (sde.LinearPath(), "LinearPath()")  # chapter 8's path
 TIMES = [1e-3, 0.01, 0.1, 0.37, 0.5, 0.9, 1.0]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium, driven by Playwright (one per module: Playwright's sync API allows one)."""
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)"
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -31,11 +31,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from playwright.sync_api import sync_playwright
 
 from conftest import BUILD, BOOK_ENV, ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHAPTER = ROOT / "book" / "ch05_sde.ipynb"
 # (relative paths are taken from the repository root, as the Makefile passes them)
 COLAB_VENV = ROOT / os.environ.get("OLDSCHOOL_COLAB_VENV", ".venv-colab")
@@ -241,22 +239,6 @@ def server(request, tmp_path):
     process.terminate()
     process.wait(timeout=30)
     log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)"
-        )
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu"],
-        )
-        yield chromium
-        chromium.close()
 
 
 # the explorer's figure: an ipywidgets Image (its src is a blob: URL, new at every redraw)
