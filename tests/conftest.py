@@ -106,3 +106,24 @@ def browser():
         )
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def tiny_vae():
+    """A random VAE on 2x2 images with a 2-D latent: small enough to integrate p(x) on a grid."""
+    import torch
+
+    from oldschool import autoencoders
+
+    torch.manual_seed(0)
+    model = (
+        autoencoders.VAE(image_shape=(1, 2, 2), latent_dim=2, hidden=16).double().eval()
+    )
+    x = (
+        torch.rand(
+            3, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+        )
+        * 2
+        - 1
+    )
+    return model, x

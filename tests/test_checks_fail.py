@@ -8,7 +8,6 @@ not be a check.
 
 import math
 
-import pytest
 import sympy as sp
 import torch
 
@@ -112,22 +111,6 @@ def test_ch2_eq9_check_fails_with_a_dropped_half():
     wrong = mu_q**2 + sigma_q**2 - sp.log(sigma_q**2) - 1  # the notes' eq. (10) bracket
     assert sp.simplify(sp.expand_log(eq9 - right, force=True)) == 0
     assert sp.simplify(sp.expand_log(eq9 - wrong, force=True)) != 0
-
-
-@pytest.fixture
-def tiny_vae():
-    torch.manual_seed(0)
-    model = (
-        autoencoders.VAE(image_shape=(1, 2, 2), latent_dim=2, hidden=16).double().eval()
-    )
-    x = (
-        torch.rand(
-            3, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64
-        )
-        * 2
-        - 1
-    )
-    return model, x
 
 
 def test_ch2_bound_check_fails_with_a_dropped_factor(tiny_vae):

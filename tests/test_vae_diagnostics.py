@@ -8,23 +8,6 @@ import torch
 from oldschool import autoencoders, gaussians
 
 
-@pytest.fixture
-def tiny_vae():
-    """A random VAE on 2x2 images with a 2-D latent: small enough to integrate p(x) on a grid."""
-    torch.manual_seed(0)
-    model = (
-        autoencoders.VAE(image_shape=(1, 2, 2), latent_dim=2, hidden=16).double().eval()
-    )
-    x = (
-        torch.rand(
-            3, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64
-        )
-        * 2
-        - 1
-    )
-    return model, x
-
-
 def grid_log_likelihood(model, x, sigma, half_width=7.0, n=401):
     """log int p(x|z) N(z; 0, I) dz by a Riemann sum on a fine 2-D grid (a peer)."""
     axis = torch.linspace(-half_width, half_width, n, dtype=torch.float64)
