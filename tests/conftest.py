@@ -127,3 +127,14 @@ def tiny_vae():
         - 1
     )
     return model, x
+
+
+@pytest.fixture
+def one_thread():
+    """Small 2-D problems gain nothing from threads; on a busy 2-core machine they lose."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

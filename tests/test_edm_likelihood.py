@@ -12,12 +12,7 @@ from oldschool.sde import VESDE, VPSDE, SubVPSDE
 MIXTURE = toy.example_mixture()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_preconditioning_makes_unit_variance_input_and_target():

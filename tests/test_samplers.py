@@ -21,13 +21,7 @@ SCHEDULE = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These 2-D problems are too small to gain from threads; on a busy 2-core machine they lose."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CASES = [(name, sde) for sde in ("vp", "ve") for name in sorted(samplers.SAMPLERS)]

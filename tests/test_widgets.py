@@ -17,12 +17,7 @@ from oldschool.sde import VESDE, VPSDE, SubVPSDE  # noqa: E402
 MIXTURE = toy.example_mixture()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pixels(png):
