@@ -1,27 +1,30 @@
-"""Every chapter in GPU mode, timed and measured, plus fp32/bf16 throughput: one report file.
+"""Every chapter in GPU mode, timed and measured, plus fp32/bf16 throughput: one report.
 
-    python benchmarks/gpu_check.py            # on CUDA: the full GPU columns; without: capped on CPU
-    python benchmarks/gpu_check.py --capped   # the dry run (make gpu-dry): capped, any device
+    python benchmarks/gpu_check.py           # CUDA: full GPU columns; else capped, CPU
+    python benchmarks/gpu_check.py --capped  # the dry run (make gpu-dry), any device
     python benchmarks/gpu_check.py --chapters ch03 ch07 --no-benchmarks
 
-Each chapter notebook runs in its own kernel (nbclient) with ``OLDSCHOOL_MODE=gpu``; without
-CUDA, ``OLDSCHOOL_DEVICE=cpu``; with ``--capped``, ``OLDSCHOOL_CAP=1`` (config.CAP_RULES:
-a few training steps, a few hundred samples, each sweep's first and last entry, every model
-at its GPU-mode shape). The script records each chapter's wall time, the kernel's peak
-resident memory and, on CUDA, its peak GPU memory, and the slowest cells.
+Each chapter notebook runs in its own kernel (nbclient) with ``OLDSCHOOL_MODE=gpu``;
+without CUDA, ``OLDSCHOOL_DEVICE=cpu``; with ``--capped``, ``OLDSCHOOL_CAP=1``
+(config.CAP_RULES: a few training steps, a few hundred samples, each sweep's first and
+last entry, every model at its GPU-mode shape). The script records each chapter's wall
+time, the kernel's peak resident memory and, on CUDA, its peak GPU memory, and the
+slowest cells.
 
-A capped run cannot meet the chapters' claims about trained models (a VAE after four steps
-is not a VAE), so in a capped run every ``assert`` in a cell is rewritten (an IPython AST
-transformer) to record a failure and go on: all lines of every cell still execute, and the
-report lists each assertion that did not hold. Any other exception fails the run. An
-uncapped run keeps the assertions as they are: a failed one fails the run, as in the book.
+A capped run cannot meet the chapters' claims about trained models (a VAE after four
+steps is not a VAE), so in a capped run every ``assert`` in a cell is rewritten (an
+IPython AST transformer) to record a failure and go on: all lines of every cell still
+execute, and the report lists each assertion that did not hold. Any other exception
+fails the run. An uncapped run keeps the assertions as they are: a failed one fails the
+run, as in the book.
 
-Then the training throughput of the GPU-mode models (the ch3 autoencoder, the ch7 U-Net, the
-ch4 ScoreMLP) in float32 and under bf16 autocast, through ``train.train``'s own precision
-path, and the forward benchmarks ``unet_throughput.py`` and ``bench_autoencoder_kl.py``.
+Then the training throughput of the GPU-mode models (the ch3 autoencoder, the ch7
+U-Net, the ch4 ScoreMLP) in float32 and under bf16 autocast, through ``train.train``'s
+own precision path, and the forward benchmarks ``unet_throughput.py`` and
+``bench_autoencoder_kl.py``.
 
-The report goes to ``_build/gpu-check/report.md`` (and ``report.json`` beside it); the exit
-status is 1 when any chapter raised an error.
+The report goes to ``_build/gpu-check/report.md`` (and ``report.json`` beside it); the
+exit status is 1 when any chapter raised an error.
 """
 
 import argparse
@@ -36,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "_build" / "gpu-check"
 
-# Run in the kernel before a capped chapter: every `assert` of the cells records and goes on.
+# Run in the kernel before a capped chapter: each cell `assert` records and goes on.
 SOFT_ASSERTS = r"""
 import ast as _ast
 _oldschool_soft_failures = []
@@ -44,15 +47,19 @@ _oldschool_first_count = get_ipython().execution_count  # as IPython counts this
 
 
 def _oldschool_assert_failed(line, test, message):
-    _oldschool_soft_failures.append(dict(count=get_ipython().execution_count, line=line, test=test,
-                                         message=None if message is None else str(message)))
+    message = None if message is None else str(message)
+    count = get_ipython().execution_count
+    _oldschool_soft_failures.append(
+        dict(count=count, line=line, test=test, message=message)
+    )
 
 
 class _OldschoolSoftAsserts(_ast.NodeTransformer):
     def visit_Assert(self, node):
         args = [_ast.Constant(node.lineno), _ast.Constant(_ast.unparse(node.test)),
                 node.msg if node.msg is not None else _ast.Constant(None)]
-        call = _ast.Expr(_ast.Call(_ast.Name("_oldschool_assert_failed", _ast.Load()), args, []))
+        failed = _ast.Name("_oldschool_assert_failed", _ast.Load())
+        call = _ast.Expr(_ast.Call(failed, args, []))
         check = _ast.If(_ast.UnaryOp(_ast.Not(), node.test), [call], [])
         return _ast.fix_missing_locations(_ast.copy_location(check, node))
 
@@ -66,14 +73,17 @@ import json as _json, resource as _resource, torch as _torch
 _usage = _resource.getrusage(_resource.RUSAGE_SELF)
 print("OLDSCHOOL_MEASURE " + _json.dumps(dict(
     peak_rss=_usage.ru_maxrss * 1024, cpu_seconds=_usage.ru_utime + _usage.ru_stime,
-    peak_cuda=_torch.cuda.max_memory_allocated() if _torch.cuda.is_available() else None,
+    peak_cuda=(
+        _torch.cuda.max_memory_allocated() if _torch.cuda.is_available() else None
+    ),
     soft_failures=globals().get("_oldschool_soft_failures", []),
     first_count=globals().get("_oldschool_first_count"))))
 """
 
 
 def chapters(selected):
-    """The chapter notebooks book/chNN_*.ipynb, all of them or those whose name starts with one of ``selected``."""
+    """The chapter notebooks book/chNN_*.ipynb: all, or those whose name starts with one
+    of ``selected``."""
     found = sorted((ROOT / "book").glob("ch[0-9][0-9]_*.ipynb"))
     if selected:
         found = [
@@ -83,11 +93,11 @@ def chapters(selected):
 
 
 def run_chapter(path, capped, timeout, retries=1):
-    """Execute one notebook; returns {wall, peak_rss, peak_cuda, errors, soft_failures, slowest}.
+    """Run one notebook: {wall, peak_rss, peak_cuda, errors, soft_failures, slowest}.
 
-    A chapter whose kernel stops answering (a cell past ``timeout``, a dead kernel) is run
-    again, up to ``retries`` times, and the report says so: on a loaded machine a kernel's
-    reply has been seen to go missing after an interactive-widget cell.
+    A chapter whose kernel stops answering (a cell past ``timeout``, a dead kernel) is
+    run again, up to ``retries`` times, and the report says so: on a loaded machine a
+    kernel's reply has been seen to go missing after an interactive-widget cell.
     """
     for attempt in range(retries + 1):
         result = _run_once(path, capped, timeout)
@@ -189,7 +199,10 @@ def _run_once(path, capped, timeout):
 
 
 def training_throughput(device, capped):
-    """Training steps per second of the GPU-mode models, float32 against bf16 autocast (train.train)."""
+    """Training steps per second of the GPU-mode models, float32 against bf16 autocast.
+
+    Through ``train.train``'s own precision path.
+    """
     import torch
 
     from oldschool import (
@@ -201,7 +214,6 @@ def training_throughput(device, capped):
         perceptual,
         sde,
         train,
-        unet,
     )
 
     steps = 2 if capped else 30
@@ -225,18 +237,12 @@ def training_throughput(device, capped):
 
     def ch7():
         images, labels = data.digits(return_labels=True)
-        model = guidance.ClassConditionalUNet(
-            unet.tiny_unet(
-                channels=s7.channels,
-                layers_per_block=s7.layers_per_block,
-                heads=s7.heads,
-                cross_attention_dim=s7.context_dim,
-                groups=s7.groups,
-            ),
-            num_classes=10,
-        )
+        model = guidance.class_conditional_unet(s7)
         schedule = sde.DiscreteVP.stable_diffusion()
-        loss = lambda m, b: guidance.cfg_loss(m, b, schedule, p_uncond=s7.p_uncond)  # noqa: E731
+
+        def loss(m, b):
+            return guidance.cfg_loss(m, b, schedule, p_uncond=s7.p_uncond)
+
         return model, loss, (images, labels), s7.batch_size
 
     def ch4():
@@ -310,8 +316,9 @@ def forward_benchmarks(capped):
             text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
+        shown = " ".join([Path(command[0]).name, *command[1:]])
         texts.append(
-            f"$ python {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(command))}\n"
+            f"$ python {shown}\n"
             + (
                 result.stdout
                 if result.returncode == 0
@@ -332,7 +339,7 @@ def megabytes(n):
 
 
 def write_report(results, throughput, forward, capped, device, total):
-    """The markdown report and its JSON twin under _build/gpu-check/; returns the markdown path."""
+    """The markdown report and its JSON twin in _build/gpu-check/; the report's path."""
     import torch
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -342,24 +349,27 @@ def write_report(results, throughput, forward, capped, device, total):
         else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
     )
     load = os.getloadavg()
+    kind = "capped (OLDSCHOOL_CAP=1)" if capped else "full GPU columns"
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
     lines = [
-        f"# GPU-mode check: {'capped (OLDSCHOOL_CAP=1)' if capped else 'full GPU columns'}",
+        f"# GPU-mode check: {kind}",
         "",
-        f"Device: {where}; torch {torch.__version__}; {torch.get_num_threads()} threads in this process, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load average at the end "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; {time.strftime('%Y-%m-%d %H:%M:%S')}; "
-        f"chapters took {total:.0f} s in all.",
+        f"Device: {where}; torch {torch.__version__}; "
+        f"{torch.get_num_threads()} threads in this process, "
+        f"OMP_NUM_THREADS={threads}; load average at the end "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}; chapters took {total:.0f} s in all.",
         "",
-        "| chapter | wall (s) | kernel CPU (s) | peak RSS (MiB) | peak CUDA (MiB) | errors "
-        "| assertions not met | slowest cells (s) |",
+        "| chapter | wall (s) | kernel CPU (s) | peak RSS (MiB) | peak CUDA (MiB) "
+        "| errors | assertions not met | slowest cells (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         slow = ", ".join(f"#{i}: {s:.1f}" for s, i in r["slowest"])
         cpu = "-" if r["cpu_seconds"] is None else f"{r['cpu_seconds']:.1f}"
         lines.append(
-            f"| {r['chapter']} | {r['wall']:.1f} | {cpu} | {megabytes(r['peak_rss'])} | "
-            f"{megabytes(r['peak_cuda'])} | "
+            f"| {r['chapter']} | {r['wall']:.1f} | {cpu} | "
+            f"{megabytes(r['peak_rss'])} | {megabytes(r['peak_cuda'])} | "
             f"{len(r['errors'])} | {len(r['soft_failures'])} | {slow} |"
         )
     for r in results:
@@ -369,7 +379,8 @@ def write_report(results, throughput, forward, capped, device, total):
             lines.append(f"- ERROR in cell {e['cell']}: `{e['error']}`")
         for f in r["soft_failures"]:
             lines.append(
-                f"- assertion not met (capped), cell {f['cell']} line {f['line']}: `{f['test']}`"
+                f"- assertion not met (capped), cell {f['cell']} line {f['line']}: "
+                f"`{f['test']}`"
             )
     if throughput:
         lines += [
@@ -380,8 +391,8 @@ def write_report(results, throughput, forward, capped, device, total):
             "|---|---|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {t['model']} | {t['dtype']} | {t['batch']} | {t['steps']} | {t['steps_per_s']:.2f} | "
-            f"{t['loss']:.4g} |"
+            f"| {t['model']} | {t['dtype']} | {t['batch']} | {t['steps']} | "
+            f"{t['steps_per_s']:.2f} | {t['loss']:.4g} |"
             for t in throughput
         ]
     if forward:
@@ -448,17 +459,18 @@ def main():
 
     device = config.device()
     print(f"GPU mode on {device}, {'capped' if capped else 'full columns'}", flush=True)
-    timeout = args.timeout or (
-        300 if capped else 3600
-    )  # a lost kernel reply fails (and retries), not hangs
+    # a lost kernel reply fails (and retries), not hangs
+    timeout = args.timeout or (300 if capped else 3600)
     results, start = [], time.perf_counter()
     for path in chapters(args.chapters):
         result = run_chapter(path, capped, timeout)
         results.append(result)
         again = f" (attempt {result['attempts']})" if result["attempts"] > 1 else ""
         print(
-            f"{path.name}{again}: {result['wall']:.1f} s, peak RSS {megabytes(result['peak_rss'])} MiB, "
-            f"{len(result['errors'])} errors, {len(result['soft_failures'])} assertions not met",
+            f"{path.name}{again}: {result['wall']:.1f} s, "
+            f"peak RSS {megabytes(result['peak_rss'])} MiB, "
+            f"{len(result['errors'])} errors, "
+            f"{len(result['soft_failures'])} assertions not met",
             flush=True,
         )
         for e in result["errors"][:3]:

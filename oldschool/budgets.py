@@ -1,11 +1,12 @@
 """What each chapter's GPU column asks of a GPU: memory and time, computed from shapes.
 
-    table = budget_table()          # one row per chapter: parameters, peak memory, T4 time
-    markdown_table(table)           # the README's table
+    table = budget_table()       # one row per chapter: parameters, peak memory, T4 time
+    readme_table(table)          # the README's table, in Markdown
 
-Nothing trains: every model is built at its GPU-mode shape and called once, on one sample
-(zeros, on the CPU: the models check their inputs' values, which a "meta" tensor does not
-have), with forward hooks, which give per sample
+Nothing trains: every model of a chapter's workload (``oldschool.workloads``) is built
+at its GPU-mode shape and called once, on one sample (zeros, on the CPU: the models
+check their inputs' values, which a "meta" tensor does not have), with forward hooks,
+which give per sample
 
 * activation memory: the bytes of every leaf module's output (float32, 4 bytes: autocast
   stores many of them in 2, so this errs high), what backward keeps for a training step;
@@ -13,31 +14,29 @@ have), with forward hooks, which give per sample
   counts 2; attention's own products are left out, negligible at these sizes);
 * layer calls: how many kernels a step launches, which bounds small models' speed.
 
-A chapter's *workload* (``WORKLOADS``) lists what it keeps on the device (data sets) and its
-loops: trainings (batch, steps) and inference passes (batch, repeats), on the GPU or, where
-a chapter moves a model back to the CPU, on the CPU. Then
+Then, over the chapter's loops,
 
-    training step memory  = activations(batch) + parameters x 4 bytes x 4 (weights, grads, Adam m, v)
-    peak                  = resident data + every model's weights (and EMA copies) + the largest step
-    time                  = sum over loops of FLOPs / (efficiency x peak FLOP rate) + calls x launch time
+    training step memory = activations(batch) + parameters x 4 bytes x 4
+                           (weights, grads, Adam m, v)
+    peak                 = resident data + every model's weights (and EMA copies)
+                           + the largest step
+    time                 = sum over loops of FLOPs / (efficiency x peak FLOP rate)
+                           + calls x launch time
 
-The T4 figures are NVIDIA's: 65 TFLOPS for float16 on its tensor cores (the autocast dtype
-``config.autocast_dtype`` picks on a GPU without bf16), 8.1 TFLOPS in float32, 16 GB of which
-Colab leaves about 15. The efficiency and launch time are assumptions, stated in ``T4``.
+The T4 figures are NVIDIA's: 65 TFLOPS for float16 on its tensor cores (the autocast
+dtype ``config.autocast_dtype`` picks on a GPU without bf16), 8.1 TFLOPS in float32,
+16 GB of which Colab leaves about 15. The efficiency and launch time are assumptions,
+stated in ``T4``.
 """
 
-import math
-from dataclasses import dataclass, field
-
 import torch
-import torch.nn as nn
 
-from . import autoencoder_kl, autoencoders, config, guidance, nets, unet, unet_costs
+from . import config, unet_costs
+from .workloads import FLOAT_BYTES, WORKLOADS
 
-FLOAT_BYTES = 4
-LIMIT_BYTES = (
-    12 * 10**9
-)  # what the test allows a chapter: a free Colab T4 (15 GB usable), with margin
+# what the test allows a chapter: a free Colab T4 (15 GB usable), with margin
+LIMIT_BYTES = 12 * 10**9
+# efficiency, launch time and Colab's CPU rate (2 vCPUs) are assumptions
 T4 = dict(
     name="T4",
     memory_bytes=15 * 10**9,
@@ -45,31 +44,14 @@ T4 = dict(
     efficiency=0.3,
     launch_seconds=20e-6,
     cpu_flops=30e9,
-)  # efficiency, launch time and Colab's CPU rate (2 vCPUs) are assumptions
-
-
-@dataclass
-class Loop:
-    """One loop of a chapter: ``repeats`` calls of ``run`` on a batch of ``batch``."""
-
-    what: str
-    model: str  # a key of Workload.models
-    run: object  # run(model, batch) -> output, on zeros
-    batch: int
-    repeats: int
-    train: bool = False
-    on_cpu: bool = False  # the chapter moves this model to the CPU first
-
-
-@dataclass
-class Workload:
-    models: dict  # name -> (builder, keeps an EMA copy)
-    loops: list
-    resident: dict = field(default_factory=dict)  # name -> bytes kept on the device
+)
 
 
 def forward_profile(model, run):
-    """Per-sample activation bytes, largest output bytes, FLOPs and leaf calls of ``run(model, 1)``."""
+    """Per-sample activation bytes, largest output bytes, FLOPs and leaf calls.
+
+    Of one call ``run(model, 1)``, counted by forward hooks on every leaf module.
+    """
     stats = dict(activations=0, largest=0, calls=0)
 
     def hook(module, inputs, output):
@@ -81,9 +63,8 @@ def forward_profile(model, run):
                 stats["largest"] = max(stats["largest"], size)
         stats["calls"] += 1
 
-    handles = [
-        m.register_forward_hook(hook) for m in model.modules() if not list(m.children())
-    ]
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad():
             run(model, 1)
@@ -94,509 +75,27 @@ def forward_profile(model, run):
     return stats
 
 
-def _empty(*shape):
-    return torch.zeros(*shape)
-
-
-def _image_run(shape):
-    return lambda m, b: m(_empty(b, *shape))
-
-
-def _score_run(dim=2):
-    return lambda m, b: m(_empty(b, dim), _empty(b))
-
-
-def _ch1(S):
-    image = (1, 8, 8)
-    return Workload(
-        models={
-            "AE": (lambda: autoencoders.AE(image, S.latent_dim, S.hidden), False),
-            "stochastic AE": (
-                lambda: autoencoders.StochasticAE(image, S.latent_dim, S.hidden),
-                False,
-            ),
-        },
-        loops=[
-            Loop(
-                "train AE",
-                "AE",
-                _image_run(image),
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop(
-                "train stochastic AE",
-                "stochastic AE",
-                _image_run(image),
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop("encode all digits", "AE", _image_run(image), 1797, 2),
-        ],
-        resident={"digits": 1797 * 64 * FLOAT_BYTES},
-    )
-
-
-def _ch2(S):
-    image, S1 = (1, 8, 8), config.settings("ch1", "gpu", False)
-    decode = lambda m, b: m.decode(_empty(b, S.latent_dim))  # noqa: E731
-    return Workload(
-        models={
-            "VAE": (lambda: autoencoders.VAE(image, S.latent_dim, S.hidden), False),
-            "AE (ch1)": (
-                lambda: autoencoders.AE(image, S1.latent_dim, S1.hidden),
-                False,
-            ),
-            "sweep VAE": (
-                lambda: autoencoders.VAE(image, S.sweep_latent_dim, S.sweep_hidden),
-                False,
-            ),
-        },
-        loops=[
-            Loop(
-                "train VAE",
-                "VAE",
-                lambda m, b: m(_empty(b, *image))[0],
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop(
-                "train AE",
-                "AE (ch1)",
-                _image_run(image),
-                S1.batch_size,
-                S.seeds * S1.steps,
-                train=True,
-            ),
-            Loop(
-                "importance sampling",
-                "VAE",
-                decode,
-                256,
-                S.is_images * math.ceil(S.is_samples / 256),
-            ),
-            Loop(
-                "beta sweep",
-                "sweep VAE",
-                lambda m, b: m(_empty(b, *image))[0],
-                S.batch_size,
-                len(S.betas) * S.sweep_seeds * S.sweep_steps,
-                train=True,
-            ),
-        ],
-        resident={"digits": 1797 * 64 * FLOAT_BYTES},
-    )
-
-
-class _VAEWithLPIPS(nn.Module):
-    """A ch3 training step's forward: the autoencoder, then LPIPS between input and output."""
-
-    def __init__(self, vae, lpips):
-        super().__init__()
-        self.vae, self.lpips = vae, lpips
-
-    def forward(self, x):
-        x_hat, _ = self.vae(x)
-        return self.lpips(x, x_hat.clamp(-1, 1)) if self.lpips is not None else x_hat
-
-
-def _lpips(net):
-    from .perceptual import LPIPS
-
-    return LPIPS(
-        net, pretrained_backbone=False
-    )  # a random trunk: its shapes are what count
-
-
-def _ch3(S):
-    vae = lambda: autoencoder_kl.small_vae(
-        16,
-        S.block_out_channels,
-        S.layers_per_block,  # noqa: E731
-        S.norm_num_groups,
-        initial_logvar=None,
-    )
-    with_loss = lambda: _VAEWithLPIPS(
-        vae(), _lpips(S.lpips_net) if S.perceptual_weight else None
-    )  # noqa: E731
-    patch = (3, S.patch, S.patch)
-    image = lambda m, b: m(_empty(b, *patch))  # noqa: E731
-    encode = lambda m, b: m.vae.encode(_empty(b, *patch)).mean  # noqa: E731
-    return Workload(
-        models={
-            f"KL-f4 {c} ch, beta {beta}": (with_loss, True)
-            for c, beta in ((4, "1e-6"), (16, "1e-6"), (4, "1"))
-        },
-        loops=[
-            Loop(
-                "train 4 ch",
-                "KL-f4 4 ch, beta 1e-6",
-                image,
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop(
-                "train 16 ch",
-                "KL-f4 16 ch, beta 1e-6",
-                image,
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop(
-                "train beta = 1",
-                "KL-f4 4 ch, beta 1",
-                image,
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop(
-                "evaluate on the validation patches",
-                "KL-f4 4 ch, beta 1e-6",
-                lambda m, b: m.vae(_empty(b, *patch))[0],
-                S.n_val,
-                8,
-            ),
-            Loop(
-                "encode the training patches",
-                "KL-f4 4 ch, beta 1e-6",
-                encode,
-                min(1024, S.n_train),
-                math.ceil(S.n_train / 1024),
-            ),
-            Loop(
-                "photo crops 256 x 256",
-                "KL-f4 4 ch, beta 1e-6",
-                lambda m, b: m.vae(_empty(b, 3, 256, 256))[0],
-                1,
-                6,
-            ),
-        ],
-        resident={
-            "training patches": S.n_train * math.prod(patch) * FLOAT_BYTES,
-            "validation patches": S.n_val * math.prod(patch) * FLOAT_BYTES,
-        },
-    )
-
-
-def _score_mlp(S):
-    return lambda: nets.ScoreMLP(
-        dim=2, hidden=S.hidden, layers=S.layers, embed_dim=S.embed_dim
-    )
-
-
-def _ch4(S):
-    return Workload(
-        models={"ScoreMLP": (_score_mlp(S), True)},
-        loops=[
-            Loop(
-                "train",
-                "ScoreMLP",
-                _score_run(),
-                S.batch_size,
-                len(S.seeds) * S.steps,
-                train=True,
-            ),
-            Loop(
-                "sample (DDPM, Euler-Maruyama)",
-                "ScoreMLP",
-                _score_run(),
-                S.n_samples,
-                2 * S.sample_steps,
-            ),
-            Loop("errors per noise level", "ScoreMLP", _score_run(), 8192, 60),
-        ],
-        resident={"data": S.n_data * 2 * FLOAT_BYTES},
-    )
-
-
-def _ch5(S):
-    return Workload(
-        models={"ScoreMLP": (_score_mlp(S), True)},
-        loops=[
-            Loop("train", "ScoreMLP", _score_run(), S.batch_size, S.steps, train=True),
-            Loop(
-                "sample with the learned score (CPU)",
-                "ScoreMLP",
-                _score_run(),
-                S.n_samples,
-                S.sample_steps,
-                on_cpu=True,
-            ),
-            Loop(
-                "loss per noise level (CPU)",
-                "ScoreMLP",
-                _score_run(),
-                2000,
-                100,
-                on_cpu=True,
-            ),
-        ],
-        resident={"data": S.n_data * 2 * FLOAT_BYTES},
-    )
-
-
-def _ch6(S):
-    return Workload(
-        models={
-            "ScoreMLP eps": (_score_mlp(S), True),
-            "ScoreMLP v": (_score_mlp(S), True),
-        },
-        loops=[
-            Loop(
-                "train eps",
-                "ScoreMLP eps",
-                _score_run(),
-                S.batch_size,
-                len(S.seeds) * S.steps,
-                train=True,
-            ),  # three recipes (eps; v with eps-MSE; v with v-MSE) per seed
-            Loop(
-                "train v",
-                "ScoreMLP v",
-                _score_run(),
-                S.batch_size,
-                2 * len(S.seeds) * S.steps,
-                train=True,
-            ),
-            Loop(
-                "SDE and ODE samples, both nets (CPU)",
-                "ScoreMLP eps",
-                _score_run(),
-                S.n_samples,
-                2 * 3 * S.sample_steps,
-                on_cpu=True,
-            ),  # Euler-Maruyama 1 + Heun 2 calls per step
-            Loop(
-                "RK45 with the learned score (CPU)",
-                "ScoreMLP v",
-                _score_run(),
-                S.n_samples,
-                300,
-                on_cpu=True,
-            ),
-        ],
-        resident={"data": S.n_data * 2 * FLOAT_BYTES},
-    )
-
-
-def _ch7(S):
-    model = lambda: guidance.ClassConditionalUNet(
-        unet.tiny_unet(  # noqa: E731
-            channels=S.channels,
-            layers_per_block=S.layers_per_block,
-            heads=S.heads,
-            cross_attention_dim=S.context_dim,
-            groups=S.groups,
-        ),
-        num_classes=10,
-    )
-    run = lambda m, b: m(
-        _empty(b, 1, 8, 8), _empty(b), torch.zeros(b, dtype=torch.long)
-    )  # noqa: E731
-    return Workload(
-        models={"class-conditional U-Net": (model, True)},
-        loops=[
-            Loop(
-                "train",
-                "class-conditional U-Net",
-                run,
-                S.batch_size,
-                S.steps,
-                train=True,
-            ),
-            Loop(
-                "guided DDIM samples",
-                "class-conditional U-Net",
-                run,
-                2 * 10 * S.per_class,
-                len(S.guidance_scales) * S.sample_steps,
-            ),
-        ],
-        resident={"digits": 1797 * 64 * FLOAT_BYTES},
-    )
-
-
-def _ch8(S):
-    return Workload(
-        models={"velocity MLP": (_score_mlp(S), True)},
-        loops=[
-            Loop(
-                "train: flow matching, more of it, reflow",
-                "velocity MLP",
-                _score_run(),
-                S.batch_size,
-                3 * len(S.seeds) * S.steps,
-                train=True,
-            ),
-            Loop(
-                "reflow pairs (Heun)",
-                "velocity MLP",
-                _score_run(),
-                S.n_pairs,
-                2 * len(S.seeds) * S.pair_steps,
-            ),
-            Loop(
-                "samples (CPU)",
-                "velocity MLP",
-                _score_run(),
-                S.n_samples,
-                3 * len(S.seeds) * (1 + 2 * S.sample_steps),
-                on_cpu=True,
-            ),
-        ],
-        resident={"data": S.n_data * 2 * FLOAT_BYTES},
-    )
-
-
-def _ch9(S):
-    latent = S.image_size // 4  # KL-f4
-    image = (1, S.image_size, S.image_size)
-
-    def vae(channels):
-        return lambda: autoencoder_kl.small_vae(
-            channels, S.vae_channels, 1, S.vae_groups, image_channels=1
-        )
-
-    def denoiser(channels, size, sample):
-        return lambda: guidance.ClassConditionalUNet(
-            unet.tiny_unet(
-                channels=dict(S.unet_sizes)[size],
-                heads=S.heads,
-                cross_attention_dim=S.context_dim,
-                groups=S.unet_groups,
-                in_channels=channels,
-                sample_size=sample,
-            ),
-            num_classes=10,
-        )
-
-    def run(channels, sample):
-        return lambda m, b: m(
-            _empty(b, channels, sample, sample),
-            _empty(b),
-            torch.zeros(b, dtype=torch.long),
-        )
-
-    models = {f"KL-f4 {c} ch": (vae(c), False) for c in S.latent_channels}
-    models.update(
-        {
-            f"U-Net {size}, {c} ch": (
-                denoiser(c, size, latent),
-                S.ema_decay is not None,
-            )
-            for size, _ in S.unet_sizes
-            for c in S.latent_channels
-        }
-    )
-    models["pixel U-Net"] = (
-        denoiser(1, S.pixel_size, S.image_size),
-        S.ema_decay is not None,
-    )
-    samples = 2 * 10 * S.per_class  # classifier-free guidance doubles the batch
-    grid = sum(S.grid_steps) * len(S.grid_scales)
-    loops = [
-        Loop(
-            f"train KL-f4 {c} ch",
-            f"KL-f4 {c} ch",
-            lambda m, b: m(_empty(b, *image))[0],
-            S.vae_batch_size,
-            S.vae_steps,
-            train=True,
-        )
-        for c in S.latent_channels
-    ]
-    for size, _ in S.unet_sizes:
-        for c in S.latent_channels:
-            name = f"U-Net {size}, {c} ch"
-            loops += [
-                Loop(
-                    f"train {name}",
-                    name,
-                    run(c, latent),
-                    S.batch_size,
-                    S.seeds * S.steps,
-                    train=True,
-                ),
-                Loop(
-                    f"sample {name}",
-                    name,
-                    run(c, latent),
-                    samples,
-                    S.seeds * S.eval_steps,
-                ),
-            ]
-    first = f"U-Net large, {S.latent_channels[0]} ch"
-    loops += [
-        Loop(
-            "guidance x steps grid",
-            first,
-            run(S.latent_channels[0], latent),
-            2 * 10 * S.pixel_per_class,
-            grid,
-        ),
-        Loop(
-            "train the pixel U-Net (at most as many steps)",
-            "pixel U-Net",
-            run(1, S.image_size),
-            S.batch_size,
-            S.seeds * S.steps,
-            train=True,
-        ),
-    ]
-    return Workload(
-        models=models,
-        loops=loops,
-        resident={"images": 70_000 * math.prod(image) * FLOAT_BYTES},
-    )
-
-
-WORKLOADS = {
-    "ch1": _ch1,
-    "ch2": _ch2,
-    "ch3": _ch3,
-    "ch4": _ch4,
-    "ch5": _ch5,
-    "ch6": _ch6,
-    "ch7": _ch7,
-    "ch8": _ch8,
-    "ch9": _ch9,
-}
-
-
 def chapter_budget(chapter, gpu=T4):
-    """Parameters, memory (bytes) and estimated seconds of ``chapter``'s full GPU column on ``gpu``."""
+    """Parameters, memory (bytes) and estimated seconds of ``chapter``'s GPU column."""
     if chapter not in WORKLOADS:
         raise KeyError(
-            f"no workload for {chapter!r} in oldschool.budgets.WORKLOADS; add one (its models and loops)"
+            f"no workload for {chapter!r} in oldschool.workloads.WORKLOADS; "
+            "add one (its models and loops)"
         )
     work = WORKLOADS[chapter](config.settings(chapter, "gpu", capped_run=False))
     built = {name: builder() for name, (builder, _) in work.models.items()}
-    params = {
-        name: sum(p.numel() for p in model.parameters())
-        for name, model in built.items()
-    }
+    params = {n: sum(p.numel() for p in m.parameters()) for n, m in built.items()}
     trainable = {
-        name: sum(p.numel() for p in model.parameters() if p.requires_grad)
-        for name, model in built.items()
+        n: sum(p.numel() for p in m.parameters() if p.requires_grad)
+        for n, m in built.items()
     }
     weights = sum(
         params[n] * FLOAT_BYTES * (2 if ema else 1)
         for n, (_, ema) in work.models.items()
     )
     resident = sum(work.resident.values())
-    largest_step, gpu_seconds, cpu_seconds, activations, peak_loop = (
-        0,
-        0.0,
-        0.0,
-        0,
-        None,
-    )
+    largest_step, activations, peak_loop = 0, 0, None
+    gpu_seconds = cpu_seconds = 0.0
     for loop in work.loops:
         profile = forward_profile(built[loop.model], loop.run)
         passes = 3 if loop.train else 1  # backward costs about twice the forward
@@ -605,18 +104,17 @@ def chapter_budget(chapter, gpu=T4):
             cpu_seconds += flops / gpu["cpu_flops"]
             continue
         if loop.train:
-            step = (
-                profile["activations"] * loop.batch
-                + 3 * trainable[loop.model] * FLOAT_BYTES
-            )
-            activations = max(activations, profile["activations"] * loop.batch)
+            batch_activations = profile["activations"] * loop.batch
+            step = batch_activations + 3 * trainable[loop.model] * FLOAT_BYTES
+            activations = max(activations, batch_activations)
         else:
             step = 3 * profile["largest"] * loop.batch
         if step > largest_step:
             largest_step, peak_loop = step, loop.what
+        launches = loop.repeats * passes * profile["calls"]
         gpu_seconds += (
             flops / (gpu["efficiency"] * gpu["flops"])
-            + loop.repeats * passes * profile["calls"] * gpu["launch_seconds"]
+            + launches * gpu["launch_seconds"]
         )
     return dict(
         chapter=chapter,
@@ -632,33 +130,49 @@ def chapter_budget(chapter, gpu=T4):
 
 
 def budget_table(chapters=None):
-    """``chapter_budget`` of every chapter in ``config.CHAPTERS`` (or of ``chapters``)."""
+    """``chapter_budget`` of each chapter of ``config.CHAPTERS`` (or ``chapters``)."""
     return [chapter_budget(ch) for ch in (chapters or sorted(config.CHAPTERS))]
 
 
-def _gb(n):
-    return f"{n / 1e9:.2f}"
+README_HEADERS = (
+    "chapter",
+    "parameters",
+    "weights + EMA (GB)",
+    "data on GPU (GB)",
+    "training activations (GB)",
+    "est. peak (GB)",
+    "fits a free T4",
+    "est. T4 GPU time (min)",
+    "CPU time in GPU mode (min)",
+    "capped CPU run peak RSS (GB)",
+    "largest step",
+)
 
 
-def _minutes(seconds):
-    return f"{seconds / 60:.1f}"
+def readme_table(rows, measured=None):
+    """The budget table in Markdown (``unet_costs.markdown_table``).
 
-
-def markdown_table(rows, measured=None):
-    """The budget table in Markdown; ``measured`` maps chapter -> peak RSS bytes of the capped CPU run."""
+    ``measured`` maps chapter -> peak RSS bytes of the capped CPU run.
+    """
     measured = measured or {}
-    lines = [
-        "| chapter | parameters | weights + EMA (GB) | data on GPU (GB) | training activations (GB) "
-        "| est. peak (GB) | fits a free T4 | est. T4 GPU time (min) | CPU time in GPU mode (min) "
-        "| capped CPU run peak RSS (GB) | largest step |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
+
+    def gb(n):
+        return "-" if n is None else f"{n / 1e9:.2f}"
+
+    cells = [
+        [
+            r["chapter"],
+            f"{r['parameters'] / 1e6:.2f} M",
+            gb(r["weights"]),
+            gb(r["resident"]),
+            gb(r["activations"]),
+            gb(r["peak"]),
+            "yes" if r["peak"] <= T4["memory_bytes"] else "no",
+            f"{r['gpu_seconds'] / 60:.1f}",
+            f"{r['cpu_seconds'] / 60:.1f}",
+            gb(measured.get(r["chapter"])),
+            r["peak_loop"],
+        ]
+        for r in rows
     ]
-    for r in rows:
-        rss = measured.get(r["chapter"])
-        lines.append(
-            f"| {r['chapter']} | {r['parameters'] / 1e6:.2f} M | {_gb(r['weights'])} | {_gb(r['resident'])} | "
-            f"{_gb(r['activations'])} | {_gb(r['peak'])} | "
-            f"{'yes' if r['peak'] <= T4['memory_bytes'] else 'no'} | {_minutes(r['gpu_seconds'])} | "
-            f"{_minutes(r['cpu_seconds'])} | {'-' if rss is None else _gb(rss)} | {r['peak_loop']} |"
-        )
-    return "\n".join(lines)
+    return unet_costs.markdown_table(README_HEADERS, cells, align="lrrrrrlrrrl")

@@ -190,9 +190,14 @@ def by_level(totals, kinds=KINDS):
     return {lv: {k: totals.get((lv, k), 0) for k in kinds} for lv in levels}
 
 
-def markdown_table(headers, rows):
-    """A Markdown table (a str for ``IPython.display.Markdown``) from headers and rows of cells."""
-    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+def markdown_table(headers, rows, align=None):
+    """A Markdown table (a str for ``IPython.display.Markdown``) of headers and rows.
+
+    ``align``: one letter per column, "l" (the default) or "r" (right, for numbers).
+    """
+    align = align or "l" * len(headers)
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align)
+    lines = ["| " + " | ".join(map(str, headers)) + " |", rule]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
     return "\n".join(lines)
 

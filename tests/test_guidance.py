@@ -132,7 +132,7 @@ def tiny_conditional_unet(seed):
 
 
 def beats_zero_prediction(model, batches=8):
-    """ch7-train: eps-MSE below the zero prediction's (E[eps^2]) by > 5 standard errors."""
+    """ch7-train: eps-MSE below the zero prediction's (E[eps^2]) by > 5 std. errors."""
     images, labels = data.digits(return_labels=True)
     schedule = sde_lib.DiscreteVP.stable_diffusion()
     mse = {"model": [], "zero": []}

@@ -1,4 +1,4 @@
-"""oldschool.unet: the published models' totals, diffusers as a peer, loading, the door."""
+"""oldschool.unet: published models' totals, diffusers as a peer, loading, the door."""
 
 from dataclasses import replace
 
@@ -136,26 +136,15 @@ def test_loader_names_missing_unexpected_and_mismatched_keys():
     del missing["conv_in.weight"]
     with pytest.raises(ValueError, match=r"missing \(1\): conv_in.weight"):
         unet.load_diffusers_state_dict(ours, missing)
-    extra = {
-        **state,
-        "down_blocks.0.attentions.0.transformer_blocks.0.attn3.to_q.weight": torch.zeros(
-            1
-        ),
-    }
-    with pytest.raises(
-        ValueError,
-        match=r"unexpected \(1\): down_blocks.0.attentions.0.transformer_blocks.0.attn3",
-    ):
+    block = "down_blocks.0.attentions.0.transformer_blocks.0"
+    extra = {**state, f"{block}.attn3.to_q.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match=rf"unexpected \(1\): {block}.attn3"):
         unet.load_diffusers_state_dict(ours, extra)
-    wrong = {
-        **state,
-        "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight": torch.zeros(
-            32, 7
-        ),
-    }
+    wrong = {**state, f"{block}.attn2.to_k.weight": torch.zeros(32, 7)}
     with pytest.raises(
         ValueError,
-        match=r"shape mismatch \(1\): .*attn2.to_k.weight \(32, 7\) -> .*cross_attn.to_k.weight",
+        match=r"shape mismatch \(1\): .*attn2.to_k.weight \(32, 7\) "
+        r"-> .*cross_attn.to_k.weight",
     ):
         unet.load_diffusers_state_dict(ours, wrong)
 

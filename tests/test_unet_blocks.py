@@ -1,4 +1,4 @@
-"""oldschool.unet_blocks: attention and the ResBlock's time embedding, checked by hand."""
+"""oldschool.unet_blocks: attention and the ResBlock's time embedding, by hand."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""oldschool.unet_config: diffusers' settings carry over; what is not built is refused."""
+"""oldschool.unet_config: diffusers' settings carry over; the rest is refused."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""oldschool.unet_costs: traced FLOPs against closed forms, levels, parameter tallies."""
+"""oldschool.unet_costs: traced FLOPs against closed forms, levels, parameter tally."""
 
 import torch
 
@@ -32,7 +32,7 @@ def test_traced_attention_flops_equal_the_closed_forms():
 
 
 def test_every_conv_is_booked_at_the_level_of_the_map_it_writes():
-    # a conv at level L writes an H / 2^L map; catches resamplers booked at the wrong level
+    # a conv at level L writes an H / 2^L map: catches resamplers booked a level off
     config = tiny_config(
         channels=(16, 32, 32), layers_per_block=1, cross_attention_dim=8
     )
@@ -90,7 +90,7 @@ def test_parameter_tally_covers_every_parameter():
 
 
 def attention_flops_hold():
-    """ch7-flops: traced FLOPs at level 0 = the closed forms (a tiny U-Net, as the SD 1.5 cell)."""
+    """ch7-flops: traced FLOPs at level 0 = the closed forms (a tiny SD 1.5 layout)."""
     config = tiny_config(
         channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=24
     )
