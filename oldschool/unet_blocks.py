@@ -4,16 +4,17 @@
   (``oldschool.nets.sinusoidal_embedding``; DDPM, Ho et al. 2020).
 * ``ResBlock``: GroupNorm, SiLU, 3x3 conv, *the time embedding projected to the channels
   and added to every pixel*, GroupNorm, SiLU, dropout, 3x3 conv, plus the skip.
-* ``Attention``: multi-head attention with ``F.scaled_dot_product_attention``; self-attention
-  when no context is given, cross-attention to a context sequence (text or label tokens)
-  otherwise.
-* ``FeedForward`` (GEGLU), ``TransformerBlock`` (self-attn, cross-attn, feed-forward, each
-  pre-normed with a residual) and ``Transformer2D`` (GroupNorm, project in, flatten the
-  image to tokens, blocks, back to an image, project out, residual).
+* ``Attention``: multi-head attention with ``F.scaled_dot_product_attention``;
+  self-attention when no context is given, cross-attention to a context sequence (text
+  or label tokens) otherwise.
+* ``FeedForward`` (GEGLU), ``TransformerBlock`` (self-attn, cross-attn, feed-forward,
+  each pre-normed with a residual) and ``Transformer2D`` (GroupNorm, project in, flatten
+  the image to tokens, blocks, back to an image, project out, residual).
 * ``Downsample`` (stride-2 conv) and ``Upsample`` (nearest x2, then a conv).
 
-The layer names inside each block are the ones ``unet.DIFFUSERS_KEY_MAP`` translates from
-diffusers' checkpoint layout (Rombach et al. 2022; diffusers ``UNet2DConditionModel``).
+The layer names inside each block are the ones ``unet.DIFFUSERS_KEY_MAP`` translates
+from diffusers' checkpoint layout (Rombach et al. 2022; diffusers'
+``UNet2DConditionModel``).
 """
 
 import math
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 
 class TimestepEmbedding(nn.Module):
-    """The MLP that turns the sinusoidal features into the embedding every ResBlock receives."""
+    """The MLP that turns sinusoidal features into the embedding each ResBlock gets."""
 
     def __init__(self, in_dim, embed_dim):
         super().__init__()
@@ -38,7 +39,7 @@ class TimestepEmbedding(nn.Module):
 class ResBlock(nn.Module):
     """Residual conv block with the timestep embedding added after the first conv.
 
-    h = conv1(SiLU(GN(x))) + W_t SiLU(temb)   (one bias per channel, broadcast over H, W)
+    h = conv1(SiLU(GN(x))) + W_t SiLU(temb)   (one bias per channel, over all H, W)
     out = skip(x) + conv2(dropout(SiLU(GN(h))))
     where skip is a 1x1 conv when the channel count changes (Ho et al. 2020, App. B).
     """
@@ -61,9 +62,8 @@ class ResBlock(nn.Module):
 
     def forward(self, x, temb):
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
-        h = (
-            h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
-        )  # the timestep enters here
+        # the timestep enters here: one value per channel, the same at every pixel
+        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
@@ -71,8 +71,8 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention softmax(Q K^T / sqrt(d)) V of queries x over a context.
 
-    x: (B, N, query_dim) tokens; context: (B, M, context_dim), or None for self-attention
-    (then keys and values come from x). Q, K, V have ``heads * head_dim`` channels.
+    x: (B, N, query_dim) tokens; context: (B, M, context_dim), or None (self-attention:
+    keys and values come from x). Q, K, V have ``heads * head_dim`` channels.
     """
 
     def __init__(self, query_dim, *, heads, head_dim, context_dim=None):
@@ -86,9 +86,8 @@ class Attention(nn.Module):
 
     def _split_heads(self, y):
         b, n, _ = y.shape
-        return y.view(b, n, self.heads, self.head_dim).transpose(
-            1, 2
-        )  # (B, heads, n, head_dim)
+        y = y.view(b, n, self.heads, self.head_dim)
+        return y.transpose(1, 2)  # (B, heads, n, head_dim)
 
     def forward(self, x, context=None):
         context = x if context is None else context
@@ -97,12 +96,11 @@ class Attention(nn.Module):
         v = self._split_heads(self.to_v(context))  # (B, h, M, d)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
         b, _, n, _ = out.shape
-        return self.to_out(
-            out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim)
-        )  # (B, N, query_dim)
+        out = out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim)
+        return self.to_out(out)  # (B, N, query_dim)
 
     def weights(self, x, context=None):
-        """The attention probabilities softmax(Q K^T / sqrt(d)), (B, heads, N, M), for plotting."""
+        """The attention probabilities softmax(Q K^T / sqrt(d)), (B, heads, N, M)."""
         context = x if context is None else context
         q = self._split_heads(self.to_q(x))
         k = self._split_heads(self.to_k(context))
@@ -110,7 +108,10 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """GEGLU feed-forward (Shazeer 2020): proj_out(value * GELU(gate)), [value, gate] = proj_in(x)."""
+    """GEGLU feed-forward (Shazeer 2020): proj_out(value * GELU(gate)).
+
+    [value, gate] = proj_in(x), both from one matrix.
+    """
 
     def __init__(self, dim, mult=4):
         super().__init__()
@@ -138,17 +139,16 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x, context):
         x = x + self.self_attn(self.norm1(x))  # every pixel looks at every pixel
-        x = x + self.cross_attn(
-            self.norm2(x), context
-        )  # every pixel looks at the context tokens
+        # every pixel looks at the context tokens
+        x = x + self.cross_attn(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
 
 
 class Transformer2D(nn.Module):
-    """A stack of ``depth`` TransformerBlocks applied to the H*W pixels of a feature map as tokens.
+    """``depth`` TransformerBlocks applied to the H*W pixels of a feature map as tokens.
 
-    ``use_linear_projection`` picks how proj_in / proj_out are stored: a Linear on the tokens
-    (SD 2, SDXL) or a 1x1 conv on the image (SD 1.5). Both compute the same map
+    ``use_linear_projection`` picks how proj_in / proj_out are stored: a Linear on the
+    tokens (SD 2, SDXL) or a 1x1 conv on the image (SD 1.5). Both compute the same map
     x_c -> sum_c' W_cc' x_c' + b_c; the flag only keeps the checkpoint layout.
     """
 
@@ -177,9 +177,8 @@ class Transformer2D(nn.Module):
         tokens = self.norm(x)
         if not self.use_linear_projection:
             tokens = self.proj_in(tokens)
-        tokens = tokens.permute(0, 2, 3, 1).reshape(
-            b, h * w, c
-        )  # (B, H*W, C): one token per pixel
+        # (B, H*W, C): one token per pixel
+        tokens = tokens.permute(0, 2, 3, 1).reshape(b, h * w, c)
         if self.use_linear_projection:
             tokens = self.proj_in(tokens)
         for block in self.blocks:

@@ -1,26 +1,28 @@
-"""Where a U-Net's parameters and FLOPs sit: by resolution level and by kind of layer (notes 3.2.2).
+"""Where a U-Net's parameters and FLOPs sit: by resolution level and by kind of layer.
 
-    rows = trace(unet, sample_shape=(1, 4, 64, 64), context_shape=(1, 77, 768))   # runs on "meta"
-    flops = tally(rows, "flops")          # {(level, kind): FLOPs}
+    calls, blocks = trace(unet, (1, 4, 64, 64), (1, 77, 768))   # on "meta": free
+    flops = tally(calls, "flops")         # {(level, kind): FLOPs}
     params = parameter_tally(unet)        # {(level, kind): parameters}
 
-``trace`` runs one forward pass with forward hooks on every Conv2d, Linear and attention
-module and computes each call's FLOPs from the shapes it saw (a multiply-add counts as 2):
+``trace`` (notes 3.2.2) runs one forward pass with forward hooks on every Conv2d, Linear
+and attention module and computes each call's FLOPs from the shapes it saw (a
+multiply-add counts as 2):
 
     Conv2d    2 * H_out W_out * C_out * C_in * k_h k_w
     Linear    2 * tokens * in_features * out_features
-    attention 4 * N * M * inner        (Q K^T and the weighted sum of V; N queries, M keys)
+    attention 4 * N * M * inner   (Q K^T and the weighted sum of V; N queries, M keys)
 
-so self-attention over the N = H W pixels of a level costs 8 N C^2 (the four projections) +
-4 N^2 C, quadratic in the number of pixels, and cross-attention to M context tokens of width
-D costs 4 N C^2 + 4 M D C + 4 N M C, linear in N. Norms, activations and additions are left
-out (they are a few FLOPs per element, well under 1% here). Built on the meta device, nothing is
-allocated, so SDXL at 128x128 costs a few seconds of Python.
+so self-attention over the N = H W pixels of a level costs 8 N C^2 (the four
+projections) + 4 N^2 C, quadratic in the number of pixels, and cross-attention to M
+context tokens of width D costs 4 N C^2 + 4 M D C + 4 N M C, linear in N. Norms,
+activations and additions are left out (a few FLOPs per element, well under 1% here).
+Built on the meta device, nothing is allocated, so SDXL at 128x128 costs a few seconds
+of Python.
 
-Levels are numbered from the highest resolution (0) down; a block belongs to the level of
-the map it writes (so a down- or upsampling conv counts with the level it leads to); the mid
-block belongs to the lowest level; ``conv_in`` / ``conv_out`` to level 0; the time embedding
-is level "time".
+Levels are numbered from the highest resolution (0) down; a block belongs to the level
+of the map it writes (so a down- or upsampling conv counts with the level it leads to);
+the mid level belongs to the lowest level; ``conv_in`` / ``conv_out`` to level 0; the
+time embedding is level "time". ``markdown_table`` formats the tables the chapters show.
 """
 
 from collections import defaultdict
@@ -56,13 +58,15 @@ def kind_of(name):
         return "feed-forward"
     if ".attentions." in name:
         return "transformer other"  # GroupNorm, LayerNorms, proj_in / proj_out
-    return "conv"  # ResBlock convs and norms, 1x1 skips, down/upsample convs, conv_in / conv_out
+    # ResBlock convs and norms, 1x1 skips, down/upsample convs, conv_in / conv_out
+    return "conv"
 
 
 def level_of(name, levels):
-    """The resolution level (0 = highest) of a parameter or module path; "time" for the embeddings.
+    """The resolution level (0 = highest) of a parameter or module path.
 
-    A module counts at the level of the feature map it writes: the stride-2 conv that ends
+    "time" for the embeddings. A module counts at the level of the feature map it
+    writes: the stride-2 conv that ends
     down level i writes level i + 1, and the upsample + conv that ends up block j (level
     ``levels - 1 - j``) writes the next higher resolution, level ``levels - 2 - j``.
     """
@@ -79,7 +83,7 @@ def level_of(name, levels):
 
 
 def parameter_tally(model):
-    """{(level, kind): number of parameters} of a ``UNet2DCondition`` (meta-device friendly)."""
+    """{(level, kind): number of parameters} of a ``UNet2DCondition`` (meta is fine)."""
     levels = len(model.config.block_out_channels)
     tally = defaultdict(int)
     for name, p in model.named_parameters():
@@ -88,7 +92,7 @@ def parameter_tally(model):
 
 
 def _flops(module, inputs, output):
-    """FLOPs of one call of a Conv2d, Linear or Attention, per sample, from the shapes alone."""
+    """FLOPs of one call of a Conv2d, Linear or Attention, per sample, from shapes."""
     if isinstance(module, nn.Conv2d):
         k_h, k_w = module.kernel_size
         return 2 * output[0].numel() * (module.in_channels // module.groups) * k_h * k_w
@@ -107,12 +111,13 @@ BLOCKS = (ResBlock, Transformer2D, Downsample, Upsample)
 def trace(model, sample_shape, context_shape, *, text_embeds_dim=None, time_ids=6):
     """Run one forward pass and return (calls, blocks).
 
-    calls: one dict per Conv2d / Linear / Attention call with name, level, kind, flops (per
-    sample) and out_shape. blocks: one dict per ResBlock / Transformer2D / Downsample / Upsample
-    call, in execution order, with name, level, block type, in_shape, out_shape, params and
-    depth (TransformerBlocks in a Transformer2D, else 0).
-    ``text_embeds_dim`` gives SDXL's pooled-text width (1280) when the model has added conditioning.
-    The inputs are zeros on the model's device: build the model on "meta" to trace for free.
+    calls: one dict per Conv2d / Linear / Attention call with name, level, kind, flops
+    (per sample) and out_shape. blocks: one dict per ResBlock / Transformer2D /
+    Downsample / Upsample call, in execution order, with name, level, block type,
+    in_shape, out_shape, params and depth (TransformerBlocks of a Transformer2D, or 0).
+    ``text_embeds_dim`` gives SDXL's pooled-text width (1280) when the model has added
+    conditioning. The inputs are zeros on the model's device: build the model on "meta"
+    to trace for free.
     """
     if (
         len(sample_shape) != 4
@@ -120,7 +125,8 @@ def trace(model, sample_shape, context_shape, *, text_embeds_dim=None, time_ids=
         or sample_shape[0] != context_shape[0]
     ):
         raise ValueError(
-            f"need sample_shape (B, C, H, W) and context_shape (B, M, D), got {sample_shape}, {context_shape}"
+            "need sample_shape (B, C, H, W) and context_shape (B, M, D), "
+            f"got {sample_shape}, {context_shape}"
         )
     levels = len(model.config.block_out_channels)
     device = next(model.parameters()).device
@@ -183,7 +189,10 @@ def tally(calls, key="flops"):
 
 
 def by_level(totals, kinds=KINDS):
-    """{level: {kind: value}} from a {(level, kind): value} tally, levels in order, kinds in ``kinds`` order."""
+    """{level: {kind: value}} from a {(level, kind): value} tally.
+
+    Levels in order ("time" last), kinds in the order of ``kinds``.
+    """
     levels = sorted({lv for lv, _ in totals if lv != "time"}) + (
         ["time"] if any(lv == "time" for lv, _ in totals) else []
     )
@@ -211,10 +220,11 @@ def human(n, unit=""):
 
 
 def conv_linear_flops(model, run):
-    """FLOPs per sample of every Conv2d and Linear call of ``model`` while ``run()`` executes.
+    """FLOPs per sample of every Conv2d and Linear call of ``model`` during ``run()``.
 
-    For any network (e.g. the VAE of ``oldschool.autoencoder_kl``); attention's Q K^T and
-    weighted sum are not Conv2d / Linear calls and are left out (``trace`` counts them for a U-Net).
+    For any network (e.g. the VAE of ``oldschool.autoencoder_kl``); attention's Q K^T
+    and weighted sum are not Conv2d / Linear calls and are left out (``trace`` counts
+    them for a U-Net).
     """
     total, handles = [0], []
 
@@ -242,11 +252,12 @@ MARKERS = {
 
 
 def plot_path(blocks, ax, title=None):
-    """Draw the U: the traced blocks in execution order (x) against their resolution level (y).
+    """Draw the U: traced blocks in execution order (x) against their level (y).
 
-    ResBlocks grey squares, Transformer2D red diamonds (labelled with their depth when > 1),
-    Downsample / Upsample triangles half-way between levels; each level is labelled with the
-    shape of its features, H x W x C. Dashed lines: the skip connections of each level.
+    ResBlocks grey squares, Transformer2D red diamonds (labelled with their depth when
+    > 1), Downsample / Upsample triangles half-way between levels; each level is
+    labelled with the shape of its features, H x W x C. Dashed lines: the skip
+    connections of each level.
     """
     xs, ys = [], []
     for i, block in enumerate(blocks):
