@@ -10,12 +10,15 @@ A chapter never edits a number in a cell: it asks ``settings("ch1")`` and gets t
 numbers of the current mode, all of which live in ``CHAPTERS`` below. Every environment
 variable the package reads is read here:
 
-``OLDSCHOOL_MODE``      ``cpu`` or ``gpu``; unset: ``gpu`` when CUDA is there, else ``cpu``.
-``OLDSCHOOL_DEVICE``    a torch device (``cpu``, ``cuda``, ``cuda:1``) that ``device()`` returns
-                        in either mode; with it, GPU mode runs without CUDA (the dry run).
-``OLDSCHOOL_CAP``       ``1`` shortens the long loops of a column (training steps, sample
-                        counts, sweeps; ``CAP_RULES``) and keeps every shape, so the GPU
-                        column executes on a CPU in minutes. ``0`` or unset: no cap.
+``OLDSCHOOL_MODE``      ``cpu`` or ``gpu``; unset: ``gpu`` when CUDA is there, else
+                        ``cpu``.
+``OLDSCHOOL_DEVICE``    a torch device (``cpu``, ``cuda``, ``cuda:1``) that ``device()``
+                        returns in either mode; with it, GPU mode runs without CUDA (the
+                        dry run).
+``OLDSCHOOL_CAP``       ``1`` shortens the long loops of a column (training steps,
+                        sample counts, sweeps; ``CAP_RULES``) and keeps every shape, so
+                        the GPU column executes on a CPU in minutes. ``0`` or unset: no
+                        cap.
 ``OLDSCHOOL_PROGRESS``  ``0`` hides the training loops' progress bars.
 """
 
@@ -56,7 +59,8 @@ def device_override():
 def mode():
     """The current mode: ``OLDSCHOOL_MODE`` if set, else ``"gpu"`` when CUDA is there.
 
-    Forcing ``gpu`` without CUDA is refused unless ``OLDSCHOOL_DEVICE`` says where to run.
+    Forcing ``gpu`` without CUDA is refused unless ``OLDSCHOOL_DEVICE`` says where to
+    run.
     """
     forced = os.environ.get(ENV_VAR, "").strip().lower()
     if forced:
@@ -76,7 +80,10 @@ def mode():
 
 
 def device():
-    """Where chapters put models and data: ``OLDSCHOOL_DEVICE`` if set, else CUDA in GPU mode, else CPU."""
+    """Where chapters put models and data.
+
+    ``OLDSCHOOL_DEVICE`` if set, else CUDA in GPU mode, else the CPU.
+    """
     override = device_override()
     if override is not None:
         return override
@@ -84,12 +91,12 @@ def device():
 
 
 def autocast_dtype(device_type):
-    """The dtype training autocasts to on ``device_type`` ("cuda", "cpu"), or None for float32.
+    """The dtype training autocasts to on ``device_type`` ("cuda", "cpu"); None: fp32.
 
-    GPU mode trains under autocast (STYLE.md: the loop's choice, not the model's): bf16 where
-    the hardware has it; on a CUDA GPU without bf16 units (a T4, compute capability 7.5)
-    float16, which needs a gradient scaler. CPU mode trains in float32. On a CPU in GPU
-    mode (the dry run) it is bf16, the path a bf16 GPU takes.
+    GPU mode trains under autocast (STYLE.md: the loop's choice, not the model's): bf16
+    where the hardware has it; on a CUDA GPU without bf16 units (a T4, compute
+    capability 7.5) float16, which needs a gradient scaler. CPU mode trains in float32.
+    On a CPU in GPU mode (the dry run) it is bf16, the path a bf16 GPU takes.
     """
     if mode() != "gpu":
         return None
@@ -116,7 +123,9 @@ def progress():
 # Per-chapter sizes. Each entry is {"cpu": {...}, "gpu": {...}} with the same keys.
 # fmt: off (a table: one row per mode reads better than one key per line)
 CHAPTERS = {
-    "ch1": {  # seeds: runs per model; latent_dims, dim_samples: the score-function variance sweep
+    # ch1: seeds: runs per model; latent_dims, dim_samples: the score-function
+    # variance sweep
+    "ch1": {
         "cpu": dict(
             steps=1000,
             batch_size=128,
@@ -140,9 +149,10 @@ CHAPTERS = {
             dim_samples=50_000,
         ),
     },
-    # ch2: sigma: the decoder's std; seeds: runs per model; is_*: importance-sampled log p(x);
-    # fit_steps: per-image q fit (amortization gap); elbo_samples: draws per ELBO; grid_*: the
-    # quadrature of log p(x) on [-w, w]^2 (half width, points per axis); sweep_*: the beta sweep
+    # ch2: sigma: the decoder's std; seeds: runs per model; is_*: importance-sampled log
+    # p(x); fit_steps: per-image q fit (amortization gap); elbo_samples: draws per ELBO;
+    # grid_*: the quadrature of log p(x) on [-w, w]^2 (half width, points per axis);
+    # sweep_*: the beta sweep
     "ch2": {
         "cpu": dict(
             steps=2000,
@@ -187,9 +197,10 @@ CHAPTERS = {
             betas=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
         ),
     },
-    # ch3: a small KL autoencoder on photo patches, f = 2**(len(block_out_channels) - 1): KL-f4 in
-    # CPU mode, KL-f8 (SD3's compression ratios: 48x and 12x) in GPU mode; seeds: runs per
-    # setting, each of `steps` steps (equal budgets); perceptual_weight: LPIPS in the loss
+    # ch3: a small KL autoencoder on photo patches, downsampling factor
+    # f = 2**(len(block_out_channels) - 1): KL-f4 in CPU mode, KL-f8 (SD3's compression
+    # ratios: 48x and 12x) in GPU mode; seeds: runs per setting, each of `steps` steps
+    # (equal budgets); perceptual_weight: LPIPS in the loss
     "ch3": {
         "cpu": dict(
             patch=32,
@@ -222,8 +233,9 @@ CHAPTERS = {
             lpips_net="vgg",
         ),
     },
-    "ch4": {  # a ScoreMLP trained on 2-D data; n_*: data set and sample sizes; sample_steps: sampler steps;
-        # seeds: training seeds, equal budgets (the first one draws the figures)
+    # ch4: a ScoreMLP trained on 2-D data; n_*: data set and sample sizes; sample_steps:
+    # sampler steps; seeds: training seeds, equal budgets (the first draws the figures)
+    "ch4": {
         "cpu": dict(
             steps=2000,
             batch_size=512,
@@ -251,7 +263,9 @@ CHAPTERS = {
             seeds=(3, 13, 23, 33, 43),
         ),
     },
-    "ch5": {  # n_particles: forward simulation; step_counts: the reverse-SDE sweep; the rest: the DSM ScoreMLP
+    # ch5: n_particles: forward simulation; step_counts: the reverse-SDE sweep; the
+    # rest: the DSM ScoreMLP
+    "ch5": {
         "cpu": dict(
             n_particles=4000,
             sim_steps=500,
@@ -289,8 +303,9 @@ CHAPTERS = {
             frames=60,
         ),
     },
-    "ch6": {  # n_ode: particles per solver run; nfes: the error-vs-NFE sweep; peer_*: the
-        # k-diffusion comparison; seeds: repeated experiments; steps...: each DSM ScoreMLP
+    # ch6: n_ode: particles per solver run; nfes: the error-vs-NFE sweep; peer_*: the
+    # k-diffusion comparison; seeds: repeated experiments; steps...: each DSM ScoreMLP
+    "ch6": {
         "cpu": dict(
             n_samples=2000,
             n_ode=500,
@@ -338,7 +353,9 @@ CHAPTERS = {
             frames=60,
         ),
     },
-    "ch7": {  # a class-conditional tiny U-Net on the 8x8 digits; guidance_scales: the CFG grid
+    # ch7: a class-conditional tiny U-Net on the 8x8 digits; guidance_scales: the CFG
+    # grid (guidance.class_conditional_unet builds the U-Net from these settings)
+    "ch7": {
         "cpu": dict(
             channels=(16, 32, 32),
             layers_per_block=1,
@@ -410,11 +427,16 @@ CHAPTERS = {
             frames=60,
         ),
     },
-    "ch9": {  # latent diffusion on digits: a KL-f4 autoencoder per latent width, class-conditional U-Nets in its latents
-        # data: image_size, source ("sklearn" digits resized, or "mnist" with a loud fallback), n_val held out;
-        # vae_*: the autoencoders (vae_initial_logvar: a narrow start for short runs); unet_sizes: the two model sizes (channels per level); steps/batch_size/lr: each
-        # denoiser run; seeds: training seeds per (size, channels); sampler, time_grid: the chapter's one sampler;
-        # eval_*: the guidance scale, steps and samples per class of every accuracy; grid_*: guidance x steps
+    # ch9: latent diffusion on digits: a KL-f4 autoencoder per latent width,
+    # class-conditional U-Nets in its latents.
+    "ch9": {
+        # data: image_size, source ("sklearn" digits resized, or "mnist" with a loud
+        # fallback), n_val held out; vae_*: the autoencoders (vae_initial_logvar: a
+        # narrow start for short runs); unet_sizes: the two model sizes (channels per
+        # level); steps/batch_size/lr: each denoiser run; seeds: training seeds per
+        # (size, channels); sampler, time_grid: the chapter's one sampler; eval_*: the
+        # guidance scale, steps and samples per class of every accuracy; grid_*:
+        # guidance x steps
         "cpu": dict(
             image_size=16,
             source="sklearn",
@@ -484,10 +506,11 @@ CHAPTERS = {
 # fmt: on
 
 
-# What OLDSCHOOL_CAP=1 does to a setting, by its name: (kind, pattern, cap), first match wins.
-# An int is cut to at most the cap; a sweep (a tuple of values a chapter loops over) keeps its
-# first and last entry. Names no pattern matches are shapes (widths, patch sizes, channel
-# tuples, rates) and keep their value: the capped run builds the real GPU-mode models.
+# What OLDSCHOOL_CAP=1 does to a setting, by its name: (kind, pattern, cap), first match
+# wins. An int is cut to at most the cap; a sweep (a tuple of values a chapter loops
+# over) keeps its first and last entry. Names no pattern matches are shapes (widths,
+# patch sizes, channel tuples, rates) and keep their value: the capped run builds the
+# real GPU-mode models.
 FIRST_AND_LAST = "first and last"
 CAP_RULES = (
     (
@@ -505,8 +528,8 @@ CAP_RULES = (
         256,
     ),
 )
-# Per-chapter exceptions, where one item of a generic count is expensive (an image through a
-# GPU-width autoencoder on one CPU core): {chapter: {setting: cap}}.
+# Per-chapter exceptions, where one item of a generic count is expensive (an image
+# through a GPU-width autoencoder on one CPU core): {chapter: {setting: cap}}.
 CAP_OVERRIDES = {
     "ch3": dict(n_train=64, n_val=8),
     # sweeps whose middle values a chapter reads by name or position
@@ -518,7 +541,7 @@ CAP_OVERRIDES = {
 
 
 def cap_rule(name):
-    """The ``(kind, cap)`` that ``CAP_RULES`` gives the setting ``name``, or None (a shape)."""
+    """The ``(kind, cap)`` that ``CAP_RULES`` gives setting ``name``; None: a shape."""
     for kind, pattern, limit in CAP_RULES:
         if re.search(pattern, name):
             return kind, limit
@@ -526,7 +549,10 @@ def cap_rule(name):
 
 
 def cap(chapter, name, value):
-    """``value`` of setting ``name`` of ``chapter`` as the capped run uses it (``CAP_RULES``)."""
+    """``value`` of setting ``name`` of ``chapter`` as the capped run uses it.
+
+    By ``CAP_RULES`` and the chapter's ``CAP_OVERRIDES``.
+    """
     if name in CAP_OVERRIDES.get(chapter, {}):
         cap = CAP_OVERRIDES[chapter][name]
         return cap if isinstance(cap, tuple) else min(value, cap)
@@ -544,8 +570,9 @@ def cap(chapter, name, value):
 def settings(chapter, mode_name=None, capped_run=None):
     """The settings of ``chapter`` (e.g. ``"ch1"``) in the current mode, as attributes.
 
-    ``mode_name`` overrides the mode and ``capped_run`` the cap (``OLDSCHOOL_CAP``); tests
-    use them to check every column. ``.mode`` and ``.capped`` say which column this is.
+    ``mode_name`` overrides the mode and ``capped_run`` the cap (``OLDSCHOOL_CAP``);
+    tests use them to check every column. ``.mode`` and ``.capped`` say which column
+    this is.
     """
     if chapter not in CHAPTERS:
         raise KeyError(
