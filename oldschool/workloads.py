@@ -55,8 +55,11 @@ def _score_run(dim=2):
     return lambda m, b: m(_empty(b, dim), _empty(b))
 
 
+# The workloads are tables: one loop a line reads better than one argument a line.
+# fmt: off
 def _ch1(S):
-    image = (1, 8, 8)
+    image, steps = (1, 8, 8), S.seeds * S.steps
+    run = _image_run(image)
     return Workload(
         models={
             "AE": (lambda: autoencoders.AE(image, S.latent_dim, S.hidden), False),
@@ -66,23 +69,10 @@ def _ch1(S):
             ),
         },
         loops=[
-            Loop(
-                "train AE",
-                "AE",
-                _image_run(image),
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop(
-                "train stochastic AE",
-                "stochastic AE",
-                _image_run(image),
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop("encode all digits", "AE", _image_run(image), 1797, 2),
+            Loop("train AE", "AE", run, S.batch_size, steps, train=True),
+            Loop("train stochastic AE", "stochastic AE", run, S.batch_size, steps,
+                 train=True),
+            Loop("encode all digits", "AE", run, 1797, 2),
         ],
         resident={"digits": 1797 * 64 * FLOAT_BYTES},
     )
@@ -90,7 +80,10 @@ def _ch1(S):
 
 def _ch2(S):
     image, S1 = (1, 8, 8), config.settings("ch1", "gpu", False)
+    vae_run = lambda m, b: m(_empty(b, *image))[0]
     decode = lambda m, b: m.decode(_empty(b, S.latent_dim))
+    sweep = len(S.betas) * S.sweep_seeds * S.sweep_steps
+    is_repeats = S.is_images * math.ceil(S.is_samples / 256)
     return Workload(
         models={
             "VAE": (lambda: autoencoders.VAE(image, S.latent_dim, S.hidden), False),
@@ -104,37 +97,12 @@ def _ch2(S):
             ),
         },
         loops=[
-            Loop(
-                "train VAE",
-                "VAE",
-                lambda m, b: m(_empty(b, *image))[0],
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop(
-                "train AE",
-                "AE (ch1)",
-                _image_run(image),
-                S1.batch_size,
-                S.seeds * S1.steps,
-                train=True,
-            ),
-            Loop(
-                "importance sampling",
-                "VAE",
-                decode,
-                256,
-                S.is_images * math.ceil(S.is_samples / 256),
-            ),
-            Loop(
-                "beta sweep",
-                "sweep VAE",
-                lambda m, b: m(_empty(b, *image))[0],
-                S.batch_size,
-                len(S.betas) * S.sweep_seeds * S.sweep_steps,
-                train=True,
-            ),
+            Loop("train VAE", "VAE", vae_run, S.batch_size, S.seeds * S.steps,
+                 train=True),
+            Loop("train AE", "AE (ch1)", _image_run(image), S1.batch_size,
+                 S.seeds * S1.steps, train=True),
+            Loop("importance sampling", "VAE", decode, 256, is_repeats),
+            Loop("beta sweep", "sweep VAE", vae_run, S.batch_size, sweep, train=True),
         ],
         resident={"digits": 1797 * 64 * FLOAT_BYTES},
     )
@@ -155,9 +123,7 @@ class _VAEWithLPIPS(nn.Module):
 def _lpips(net):
     from .perceptual import LPIPS
 
-    return LPIPS(
-        net, pretrained_backbone=False
-    )  # a random trunk: shapes are what count
+    return LPIPS(net, pretrained_backbone=False)  # a random trunk: shapes count
 
 
 def _ch3(S):
@@ -171,60 +137,27 @@ def _ch3(S):
         )
         return _VAEWithLPIPS(vae, _lpips(S.lpips_net) if S.perceptual_weight else None)
 
-    patch = (3, S.patch, S.patch)
+    patch, steps = (3, S.patch, S.patch), S.seeds * S.steps
     image = lambda m, b: m(_empty(b, *patch))
     encode = lambda m, b: m.vae.encode(_empty(b, *patch)).mean
+    autoencode = lambda m, b: m.vae(_empty(b, *patch))[0]
+    crop = lambda m, b: m.vae(_empty(b, 3, 256, 256))[0]
+    main = "KL-f4 4 ch, beta 1e-6"
     return Workload(
         models={
             f"KL-f4 {c} ch, beta {beta}": (with_loss, True)
             for c, beta in ((4, "1e-6"), (16, "1e-6"), (4, "1"))
         },
         loops=[
-            Loop(
-                "train 4 ch",
-                "KL-f4 4 ch, beta 1e-6",
-                image,
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop(
-                "train 16 ch",
-                "KL-f4 16 ch, beta 1e-6",
-                image,
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop(
-                "train beta = 1",
-                "KL-f4 4 ch, beta 1",
-                image,
-                S.batch_size,
-                S.seeds * S.steps,
-                train=True,
-            ),
-            Loop(
-                "evaluate on the validation patches",
-                "KL-f4 4 ch, beta 1e-6",
-                lambda m, b: m.vae(_empty(b, *patch))[0],
-                S.n_val,
-                8,
-            ),
-            Loop(
-                "encode the training patches",
-                "KL-f4 4 ch, beta 1e-6",
-                encode,
-                min(1024, S.n_train),
-                math.ceil(S.n_train / 1024),
-            ),
-            Loop(
-                "photo crops 256 x 256",
-                "KL-f4 4 ch, beta 1e-6",
-                lambda m, b: m.vae(_empty(b, 3, 256, 256))[0],
-                1,
-                6,
-            ),
+            Loop("train 4 ch", main, image, S.batch_size, steps, train=True),
+            Loop("train 16 ch", "KL-f4 16 ch, beta 1e-6", image, S.batch_size, steps,
+                 train=True),
+            Loop("train beta = 1", "KL-f4 4 ch, beta 1", image, S.batch_size, steps,
+                 train=True),
+            Loop("evaluate on the validation patches", main, autoencode, S.n_val, 8),
+            Loop("encode the training patches", main, encode, min(1024, S.n_train),
+                 math.ceil(S.n_train / 1024)),
+            Loop("photo crops 256 x 256", main, crop, 1, 6),
         ],
         resident={
             "training patches": S.n_train * math.prod(patch) * FLOAT_BYTES,
@@ -240,95 +173,49 @@ def _score_mlp(S):
 
 
 def _ch4(S):
+    run, steps = _score_run(), len(S.seeds) * S.steps
     return Workload(
         models={"ScoreMLP": (_score_mlp(S), True)},
         loops=[
-            Loop(
-                "train",
-                "ScoreMLP",
-                _score_run(),
-                S.batch_size,
-                len(S.seeds) * S.steps,
-                train=True,
-            ),
-            Loop(
-                "sample (DDPM, Euler-Maruyama)",
-                "ScoreMLP",
-                _score_run(),
-                S.n_samples,
-                2 * S.sample_steps,
-            ),
-            Loop("errors per noise level", "ScoreMLP", _score_run(), 8192, 60),
+            Loop("train", "ScoreMLP", run, S.batch_size, steps, train=True),
+            Loop("sample (DDPM, Euler-Maruyama)", "ScoreMLP", run, S.n_samples,
+                 2 * S.sample_steps),
+            Loop("errors per noise level", "ScoreMLP", run, 8192, 60),
         ],
         resident={"data": S.n_data * 2 * FLOAT_BYTES},
     )
 
 
 def _ch5(S):
+    run = _score_run()
     return Workload(
         models={"ScoreMLP": (_score_mlp(S), True)},
         loops=[
-            Loop("train", "ScoreMLP", _score_run(), S.batch_size, S.steps, train=True),
-            Loop(
-                "sample with the learned score (CPU)",
-                "ScoreMLP",
-                _score_run(),
-                S.n_samples,
-                S.sample_steps,
-                on_cpu=True,
-            ),
-            Loop(
-                "loss per noise level (CPU)",
-                "ScoreMLP",
-                _score_run(),
-                2000,
-                100,
-                on_cpu=True,
-            ),
+            Loop("train", "ScoreMLP", run, S.batch_size, S.steps, train=True),
+            Loop("sample with the learned score (CPU)", "ScoreMLP", run, S.n_samples,
+                 S.sample_steps, on_cpu=True),
+            Loop("loss per noise level (CPU)", "ScoreMLP", run, 2000, 100, on_cpu=True),
         ],
         resident={"data": S.n_data * 2 * FLOAT_BYTES},
     )
 
 
 def _ch6(S):
+    run, steps = _score_run(), len(S.seeds) * S.steps
     return Workload(
         models={
             "ScoreMLP eps": (_score_mlp(S), True),
             "ScoreMLP v": (_score_mlp(S), True),
         },
+        # three recipes per seed: eps; v with eps-MSE; v with v-MSE. Euler-Maruyama
+        # takes 1 call per step, Heun 2
         loops=[
-            Loop(
-                "train eps",
-                "ScoreMLP eps",
-                _score_run(),
-                S.batch_size,
-                len(S.seeds) * S.steps,
-                train=True,
-            ),  # three recipes (eps; v with eps-MSE; v with v-MSE) per seed
-            Loop(
-                "train v",
-                "ScoreMLP v",
-                _score_run(),
-                S.batch_size,
-                2 * len(S.seeds) * S.steps,
-                train=True,
-            ),
-            Loop(
-                "SDE and ODE samples, both nets (CPU)",
-                "ScoreMLP eps",
-                _score_run(),
-                S.n_samples,
-                2 * 3 * S.sample_steps,
-                on_cpu=True,
-            ),  # Euler-Maruyama 1 + Heun 2 calls per step
-            Loop(
-                "RK45 with the learned score (CPU)",
-                "ScoreMLP v",
-                _score_run(),
-                S.n_samples,
-                300,
-                on_cpu=True,
-            ),
+            Loop("train eps", "ScoreMLP eps", run, S.batch_size, steps, train=True),
+            Loop("train v", "ScoreMLP v", run, S.batch_size, 2 * steps, train=True),
+            Loop("SDE and ODE samples, both nets (CPU)", "ScoreMLP eps", run,
+                 S.n_samples, 2 * 3 * S.sample_steps, on_cpu=True),
+            Loop("RK45 with the learned score (CPU)", "ScoreMLP v", run, S.n_samples,
+                 300, on_cpu=True),
         ],
         resident={"data": S.n_data * 2 * FLOAT_BYTES},
     )
@@ -341,56 +228,28 @@ def _ch7(S):
     def run(m, b):
         return m(_empty(b, 1, 8, 8), _empty(b), torch.zeros(b, dtype=torch.long))
 
+    net, samples = "class-conditional U-Net", 2 * 10 * S.per_class
     return Workload(
-        models={"class-conditional U-Net": (model, True)},
+        models={net: (model, True)},
         loops=[
-            Loop(
-                "train",
-                "class-conditional U-Net",
-                run,
-                S.batch_size,
-                S.steps,
-                train=True,
-            ),
-            Loop(
-                "guided DDIM samples",
-                "class-conditional U-Net",
-                run,
-                2 * 10 * S.per_class,
-                len(S.guidance_scales) * S.sample_steps,
-            ),
+            Loop("train", net, run, S.batch_size, S.steps, train=True),
+            Loop("guided DDIM samples", net, run, samples,
+                 len(S.guidance_scales) * S.sample_steps),
         ],
         resident={"digits": 1797 * 64 * FLOAT_BYTES},
     )
 
 
 def _ch8(S):
+    run, seeds, net = _score_run(), len(S.seeds), "velocity MLP"
     return Workload(
-        models={"velocity MLP": (_score_mlp(S), True)},
+        models={net: (_score_mlp(S), True)},
         loops=[
-            Loop(
-                "train: flow matching, more of it, reflow",
-                "velocity MLP",
-                _score_run(),
-                S.batch_size,
-                3 * len(S.seeds) * S.steps,
-                train=True,
-            ),
-            Loop(
-                "reflow pairs (Heun)",
-                "velocity MLP",
-                _score_run(),
-                S.n_pairs,
-                2 * len(S.seeds) * S.pair_steps,
-            ),
-            Loop(
-                "samples (CPU)",
-                "velocity MLP",
-                _score_run(),
-                S.n_samples,
-                3 * len(S.seeds) * (1 + 2 * S.sample_steps),
-                on_cpu=True,
-            ),
+            Loop("train: flow matching, more of it, reflow", net, run, S.batch_size,
+                 3 * seeds * S.steps, train=True),
+            Loop("reflow pairs (Heun)", net, run, S.n_pairs, 2 * seeds * S.pair_steps),
+            Loop("samples (CPU)", net, run, S.n_samples,
+                 3 * seeds * (1 + 2 * S.sample_steps), on_cpu=True),
         ],
         resident={"data": S.n_data * 2 * FLOAT_BYTES},
     )
@@ -399,6 +258,7 @@ def _ch8(S):
 def _ch9(S):
     latent = S.image_size // 4  # KL-f4
     image = (1, S.image_size, S.image_size)
+    ema = S.ema_decay is not None
 
     def vae(channels):
         return lambda: autoencoder_kl.small_vae(
@@ -425,71 +285,35 @@ def _ch9(S):
             torch.zeros(b, dtype=torch.long),
         )
 
+    vae_run = lambda m, b: m(_empty(b, *image))[0]
     models = {f"KL-f4 {c} ch": (vae(c), False) for c in S.latent_channels}
-    models.update(
-        {
-            f"U-Net {size}, {c} ch": (
-                denoiser(c, size, latent),
-                S.ema_decay is not None,
-            )
-            for size, _ in S.unet_sizes
-            for c in S.latent_channels
-        }
-    )
-    models["pixel U-Net"] = (
-        denoiser(1, S.pixel_size, S.image_size),
-        S.ema_decay is not None,
-    )
+    for size, _ in S.unet_sizes:
+        for c in S.latent_channels:
+            models[f"U-Net {size}, {c} ch"] = (denoiser(c, size, latent), ema)
+    models["pixel U-Net"] = (denoiser(1, S.pixel_size, S.image_size), ema)
     samples = 2 * 10 * S.per_class  # classifier-free guidance doubles the batch
     grid = sum(S.grid_steps) * len(S.grid_scales)
+    steps = S.seeds * S.steps
     loops = [
-        Loop(
-            f"train KL-f4 {c} ch",
-            f"KL-f4 {c} ch",
-            lambda m, b: m(_empty(b, *image))[0],
-            S.vae_batch_size,
-            S.vae_steps,
-            train=True,
-        )
+        Loop(f"train KL-f4 {c} ch", f"KL-f4 {c} ch", vae_run, S.vae_batch_size,
+             S.vae_steps, train=True)
         for c in S.latent_channels
     ]
     for size, _ in S.unet_sizes:
         for c in S.latent_channels:
             name = f"U-Net {size}, {c} ch"
             loops += [
-                Loop(
-                    f"train {name}",
-                    name,
-                    run(c, latent),
-                    S.batch_size,
-                    S.seeds * S.steps,
-                    train=True,
-                ),
-                Loop(
-                    f"sample {name}",
-                    name,
-                    run(c, latent),
-                    samples,
-                    S.seeds * S.eval_steps,
-                ),
+                Loop(f"train {name}", name, run(c, latent), S.batch_size, steps,
+                     train=True),
+                Loop(f"sample {name}", name, run(c, latent), samples,
+                     S.seeds * S.eval_steps),
             ]
-    first = f"U-Net large, {S.latent_channels[0]} ch"
+    first, c0 = f"U-Net large, {S.latent_channels[0]} ch", S.latent_channels[0]
     loops += [
-        Loop(
-            "guidance x steps grid",
-            first,
-            run(S.latent_channels[0], latent),
-            2 * 10 * S.pixel_per_class,
-            grid,
-        ),
-        Loop(
-            "train the pixel U-Net (at most as many steps)",
-            "pixel U-Net",
-            run(1, S.image_size),
-            S.batch_size,
-            S.seeds * S.steps,
-            train=True,
-        ),
+        Loop("guidance x steps grid", first, run(c0, latent),
+             2 * 10 * S.pixel_per_class, grid),
+        Loop("train the pixel U-Net (at most as many steps)", "pixel U-Net",
+             run(1, S.image_size), S.batch_size, steps, train=True),
     ]
     return Workload(
         models=models,
@@ -497,6 +321,8 @@ def _ch9(S):
         resident={"images": 70_000 * math.prod(image) * FLOAT_BYTES},
     )
 
+
+# fmt: on
 
 WORKLOADS = {
     "ch1": _ch1,
