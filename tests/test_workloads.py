@@ -1,4 +1,4 @@
-"""oldschool.workloads: every chapter's GPU column is listed, and its loops are sound."""
+"""oldschool.workloads: every chapter's GPU column is listed; its loops are sound."""
 
 import pytest
 
