@@ -39,9 +39,9 @@ def section():
         [
             START,
             f"Computed by `make gpu-budget` ({time.strftime('%Y-%m-%d')}) from the `gpu` columns of "
-            "`oldschool/config.py` and the loops listed in `oldschool/budgets.py`; nothing here was run on a GPU.",
+            "`oldschool/config.py` and the loops listed in `oldschool/workloads.py`; nothing here was run on a GPU.",
             "",
-            budgets.markdown_table(rows, measured_peaks()),
+            budgets.readme_table(rows, measured_peaks()),
             "",
             f"Peak: data kept on the GPU + every model's float32 weights (twice with an EMA copy) + the largest "
             f"step (a training step's activations at its batch size, float32, plus gradients and Adam's two "
@@ -50,7 +50,7 @@ def section():
             f"autocast dtype on a GPU without bf16), plus {t4['launch_seconds'] * 1e6:.0f} us per layer call; "
             f"loops a chapter runs on the CPU at {t4['cpu_flops'] / 1e9:.0f} GFLOP/s (Colab's two vCPUs). "
             f"A chapter fits a free Colab T4 when its peak is under {t4['memory_bytes'] / 1e9:.0f} GB; "
-            f"`tests/test_gpu_budget.py` fails above {budgets.LIMIT_BYTES / 1e9:.0f} GB. Rough by design: "
+            f"`tests/test_budgets.py` fails above {budgets.LIMIT_BYTES / 1e9:.0f} GB. Rough by design: "
             "a factor of two either way.",
             END,
         ]

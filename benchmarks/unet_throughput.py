@@ -17,12 +17,12 @@ import time
 
 import torch
 
-from oldschool import unet
+from oldschool import unet, unet_config
 
 
 def small_config(sdxl_like):
     """A few-million-parameter config with SD 1.5's layout, or SDXL's (added conditioning, linear projections)."""
-    config = unet.tiny_config(
+    config = unet_config.tiny_config(
         channels=(64, 128, 256),
         layers_per_block=2,
         heads=4,
@@ -92,7 +92,7 @@ def compare(config, device, dtype, batch, size, repeats):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    theirs = UNet2DConditionModel(**unet.config_dict(config)).eval()
+    theirs = UNet2DConditionModel(**unet_config.config_dict(config)).eval()
     ours = unet.load_diffusers_state_dict(
         unet.UNet2DCondition(config), theirs.state_dict()
     ).eval()
