@@ -24,6 +24,7 @@ import itertools
 import json
 from pathlib import Path
 
+from . import checks
 from .toy import GaussianMixture
 
 JS_FILE = Path(__file__).with_name("explorer.js")
@@ -73,11 +74,6 @@ LABELS = {
 }
 
 _ids = itertools.count()
-
-
-def _check(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not one of {tuple(allowed)}")
 
 
 def mixture_json(mixture):
@@ -162,7 +158,7 @@ def live_explorer(
     Math: notes eqs. (14)-(18); Song et al. 2021; the score is the mixture's exact one.
     Returns an object that a notebook displays as HTML (Jupyter, Colab, the static page).
     """
-    _check("view", view, VIEWS)
+    checks.one_of(view, "view", VIEWS)
     unknown = set(defaults) - set(DEFAULTS)
     if unknown:
         raise ValueError(
@@ -170,11 +166,11 @@ def live_explorer(
         )
     values = {**DEFAULTS, **defaults}
     for kind in kinds:
-        _check("kinds", kind, KINDS)
-    _check("kind", values["kind"], kinds)
-    _check("sampler", values["sampler"], JS_SAMPLERS)
+        checks.one_of(kind, "kinds", KINDS)
+    checks.one_of(values["kind"], "kind", kinds)
+    checks.one_of(values["sampler"], "sampler", JS_SAMPLERS)
     for name, grid in GRIDS.items():
-        _check(name, values[name], grid)
+        checks.one_of(values[name], name, grid)
     if not 0 < t_min < 1:
         raise ValueError(f"t_min must lie in (0, 1), got {t_min!r}")
     names = [

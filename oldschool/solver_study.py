@@ -22,12 +22,12 @@ import types
 
 import torch
 
-from . import samplers
+from . import ode_solvers, samplers
 
 
 def exact_solution(sde, score_fn, x, t_min=1e-3, tol=1e-10):
     """The probability-flow ODE solved from x at T to ``t_min`` by RK45 at rtol = atol = tol."""
-    x_end, _ = samplers.solve_probability_flow(
+    x_end, _ = ode_solvers.solve_probability_flow(
         sde, score_fn, x, sde.T, t_min, rtol=tol, atol=tol
     )
     return x_end
@@ -39,15 +39,15 @@ def mean_error(x, reference):
 
 
 def run(name, sde, score_fn, x, nfe, schedule, *, t_min=1e-3, rho=7.0):
-    """Run ``samplers.ODE_SAMPLERS[name]`` with ``nfe`` score evaluations on a grid.
+    """Run ``ode_solvers.ODE_SAMPLERS[name]`` with ``nfe`` score evaluations on a grid.
 
     Returns (x at t_min, the NFE actually used). Two-evaluation methods get nfe // 2
     steps.
     """
-    steps = max(1, nfe // samplers.evaluations_per_step(name))
+    steps = max(1, nfe // ode_solvers.evaluations_per_step(name))
     ts = samplers.time_grid(sde, steps, t_min=t_min, schedule=schedule, rho=rho, like=x)
     counted = samplers.CountingScore(score_fn)
-    out = samplers.ODE_SAMPLERS[name](sde, counted, x, ts)
+    out = ode_solvers.ODE_SAMPLERS[name](sde, counted, x, ts)
     return out, counted.calls
 
 
@@ -158,7 +158,7 @@ def peer_table(sde, score_fn, x, reference, nfes, k_sampling):
     table = {}
     for nfe in nfes:
         row = {}
-        for name in samplers.ODE_SAMPLERS:
+        for name in ode_solvers.ODE_SAMPLERS:
             for schedule in samplers.SCHEDULES:
                 out, used = run(name, sde, score_fn, x, nfe, schedule)
                 row[f"ours:{name}/{schedule}"] = mean_error(out, reference)

@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from . import samplers, toy, trajectories
+from . import ode_solvers, samplers, toy, trajectories
 from .explorer import DEFAULTS, GRIDS, KINDS, SDE_KINDS
 from .sde import VESDE, VPSDE, LinearPath, SubVPSDE
 
@@ -211,9 +211,9 @@ def _explorer_panels(
     mixture, sde, sampler, steps, seed, score_fn, n_points, forward=None
 ):
     """(left, right, titles) of the "sde" view; ``forward``: a cached forward run, or None."""
-    if sampler not in samplers.SAMPLERS:
+    if sampler not in ode_solvers.SAMPLERS:
         raise ValueError(
-            f"unknown sampler {sampler!r}; choose one of {sorted(samplers.SAMPLERS)}"
+            f"unknown sampler {sampler!r}; choose one of {sorted(ode_solvers.SAMPLERS)}"
         )
     left = (
         forward
@@ -226,7 +226,7 @@ def _explorer_panels(
     )
     prior = sde.prior_sample((n_points, 2), generator=gen)
     right = trajectories.record(
-        samplers.SAMPLERS[sampler], sde, score, prior, steps, generator=gen
+        ode_solvers.SAMPLERS[sampler], sde, score, prior, steps, generator=gen
     )
     fresh = mixture.sample(
         n_points, generator=gen
@@ -249,7 +249,7 @@ def _sde_vs_ode_panels(mixture, sde, steps, seed, score_fn, n_points):
     left = trajectories.record(
         samplers.euler_maruyama, sde, score, prior, steps, generator=gen
     )
-    right = trajectories.record(samplers.ode_heun, sde, score, prior, steps)
+    right = trajectories.record(ode_solvers.ode_heun, sde, score, prior, steps)
     titles = (
         "reverse SDE, eq. (17)",
         "probability-flow ODE, eq. (18)",

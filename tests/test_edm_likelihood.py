@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from oldschool import edm, likelihood, samplers, toy
+from oldschool import edm, likelihood, ode_solvers, samplers, toy
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
 MIXTURE = toy.example_mixture()
@@ -77,13 +77,13 @@ def test_churn_zero_is_edm_heun_and_churn_keeps_the_mixture():
     x = sde.prior_sample((3000, 2), generator=gen, dtype=torch.float64)
     ts = samplers.time_grid(sde, 20, schedule="edm", like=x)
     torch.testing.assert_close(
-        edm.stochastic_sampler(sde, score, x, ts), samplers.edm_heun(sde, score, x, ts)
+        edm.stochastic_sampler(sde, score, x, ts), ode_solvers.edm_heun(sde, score, x, ts)
     )
     churned = edm.stochastic_sampler(sde, score, x, ts, s_churn=10.0, generator=gen)
     weights = MIXTURE.responsibilities(churned).argmax(1).bincount(minlength=4) / len(x)
     se = (MIXTURE.weights * (1 - MIXTURE.weights) / len(x)).sqrt()
     assert ((weights.double() - MIXTURE.weights).abs() < 4 * se + 0.01).all(), weights
-    assert not torch.allclose(churned, samplers.edm_heun(sde, score, x, ts))
+    assert not torch.allclose(churned, ode_solvers.edm_heun(sde, score, x, ts))
 
 
 @pytest.mark.parametrize("divergence", likelihood.DIVERGENCES)

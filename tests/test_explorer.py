@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from explorer_page import explorers, moved_controls_problems
-from oldschool import explorer, samplers, sde, toy, widgets
+from oldschool import explorer, ode_solvers, samplers, sde, toy, widgets
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
 RTOL = 1e-6
@@ -152,7 +152,7 @@ def test_sampler_steps_match(page, name, sampler):
     if sampler == "forward_euler_maruyama":
         samplers.forward_euler_maruyama(path, x, steps, callback=record, generator=gen)
     else:
-        samplers.SAMPLERS[sampler](
+        ode_solvers.SAMPLERS[sampler](
             path,
             mixture.score_fn(path),
             x,

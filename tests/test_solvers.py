@@ -4,7 +4,7 @@ against the exact ODE solution, identities, and the k-diffusion peer on the same
 import pytest
 import torch
 
-from oldschool import samplers, solver_study, toy
+from oldschool import dpm_solvers, ode_solvers, samplers, solver_study, toy
 from oldschool.sde import VESDE, VPSDE, DiscreteVP, GaussianPath, SubVPSDE
 
 MIXTURE = toy.example_mixture()
@@ -24,10 +24,10 @@ class LinearPath(GaussianPath):
     alone, to check that the samplers need nothing beyond alpha, sigma, lam and t_of_lam."""
 
     def alpha(self, t):
-        return 1 - self.check_time(t)
+        return 1 - t
 
     def sigma(self, t):
-        return self.check_time(t) + 0.0
+        return t + 0.0
 
     def f(self, t):
         return -1 / (1 - t)  # d log alpha / dt
@@ -71,8 +71,8 @@ def test_grid_and_int_agree_and_bad_grids_fail():
     sde = VPSDE()
     x = sde.prior_sample((50, 2), generator=torch.Generator().manual_seed(0))
     score = MIXTURE.score_fn(sde)
-    by_int = samplers.dpm_solver_2m(sde, score, x, 8, t_min=0.01)
-    by_grid = samplers.dpm_solver_2m(
+    by_int = dpm_solvers.dpm_solver_2m(sde, score, x, 8, t_min=0.01)
+    by_grid = dpm_solvers.dpm_solver_2m(
         sde, score, x, samplers.time_grid(sde, 8, t_min=0.01)
     )
     torch.testing.assert_close(by_int, by_grid)
@@ -80,7 +80,7 @@ def test_grid_and_int_agree_and_bad_grids_fail():
         samplers.ddim(sde, score, x, torch.tensor([0.5, 0.6, 0.1]))
     with pytest.raises(ValueError, match="t_min is for an int"):
         samplers.ddim(sde, score, x, samplers.time_grid(sde, 4), t_min=0.1)
-    with pytest.raises(ValueError, match="unknown schedule"):
+    with pytest.raises(ValueError, match="schedule must be one of"):
         samplers.time_grid(sde, 4, schedule="cosine")
     with pytest.raises(ValueError, match="final"):
         samplers.euler_maruyama(sde, score, x, 4, final="none")
@@ -157,8 +157,8 @@ def test_samplers_run_on_any_gaussian_path():
     )
     x = 0.99 * x  # roughly p_0.99: sigma = 0.99, signal 0.01 x0
     ts = samplers.time_grid(path, 40, t_min=1e-3, t_max=0.99, schedule="logsnr", like=x)
-    out = samplers.dpm_solver_3m(path, score, x, ts)
-    exact, _ = samplers.solve_probability_flow(
+    out = dpm_solvers.dpm_solver_3m(path, score, x, ts)
+    exact, _ = ode_solvers.solve_probability_flow(
         path, score, x, 0.99, 1e-3, rtol=1e-10, atol=1e-10
     )
     assert solver_study.mean_error(out, exact) < 2e-3

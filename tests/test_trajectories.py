@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from oldschool import samplers, toy, trajectories, widgets  # noqa: E402
+from oldschool import ode_solvers, samplers, toy, trajectories, widgets  # noqa: E402
 from oldschool.sde import VESDE, VPSDE  # noqa: E402
 
 MIXTURE = toy.example_mixture()
@@ -26,11 +26,11 @@ def one_thread_and_close():
 def test_record_keeps_every_state():
     sde = VPSDE()
     x = sde.prior_sample((50, 2), generator=torch.Generator().manual_seed(0))
-    ts, xs = trajectories.record(samplers.ode_heun, sde, MIXTURE.score_fn(sde), x, 10)
+    ts, xs = trajectories.record(ode_solvers.ode_heun, sde, MIXTURE.score_fn(sde), x, 10)
     assert ts.shape == (11,) and xs.shape == (11, 50, 2)
     assert ts[0] == 1.0 and torch.equal(xs[0], x)
     torch.testing.assert_close(
-        xs[-1], samplers.ode_heun(sde, MIXTURE.score_fn(sde), x, 10)
+        xs[-1], ode_solvers.ode_heun(sde, MIXTURE.score_fn(sde), x, 10)
     )
     ts_f, xs_f = trajectories.record_forward(
         sde, xs[-1], 5, generator=torch.Generator().manual_seed(1)
