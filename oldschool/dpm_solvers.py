@@ -18,7 +18,7 @@ from .samplers import denoise, start
 
 @torch.no_grad()
 def dpm_solver_2m(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None):
-    """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): second order, one evaluation per step.
+    """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): second order, one evaluation a step.
 
     As DDIM, but x0_hat over the step is extrapolated linearly in l = lam / 2 from this
     step's and the previous step's estimates: D = (1 + 1 / (2r)) x0_i - 1 / (2r)
@@ -98,7 +98,7 @@ def _adams_moulton_weights(nodes, h):
 def dpm_solver_3m_pc(
     sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None
 ):
-    """DPM-Solver++(3M) as predictor, an exponential Adams-Moulton corrector as corrector.
+    """DPM-Solver++(3M) as predictor, an exponential Adams-Moulton step as corrector.
 
     The predictor's end point x_{i+1} must be evaluated anyway (D_{i+1} = x0_hat there,
     for the next step); the corrector reuses that evaluation to redo the step with the

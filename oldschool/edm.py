@@ -1,4 +1,4 @@
-"""The EDM view: every Gaussian path is a noise level, every loss a weighting over log-SNR.
+"""The EDM view: every Gaussian path a noise level, every loss a weighting over log-SNR.
 
 Karras et al. 2022 ("Elucidating the design space of diffusion-based generative models",
 EDM) divide x_t = alpha(t) x0 + sigma(t) eps by alpha: y = x0 + s eps with the noise

@@ -1,4 +1,4 @@
-"""Log-likelihood through the probability-flow ODE: the instantaneous change of variables.
+"""Log-likelihood through the probability-flow ODE: instantaneous change of variables.
 
 Along a solution of dx/dt = v(x, t) (eq. (18)) the log-density changes by
 d log p_t(x_t) / dt = -div v(x_t, t) (Chen et al. 2018; Song et al. 2021, App. D.2), so

@@ -18,7 +18,7 @@ from .samplers import denoise, noise_levels, start
 
 @torch.no_grad()
 def ode_euler(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None):
-    """Euler's method in t on the probability-flow ODE, eq. (18)-(19): x <- x + v(x, t) dt.
+    """Euler's method in t on the probability-flow ODE, eqs. (18)-(19): x += v(x, t) dt.
 
     First order: the global error shrinks like the largest step. ``generator`` is
     unused.
@@ -85,7 +85,7 @@ def edm_heun(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None)
 def solve_probability_flow(
     sde, score_fn, x, t_start, t_end, *, rtol=1e-5, atol=1e-5, t_eval=None
 ):
-    """Integrate the probability-flow ODE from ``t_start`` to ``t_end`` with adaptive RK45.
+    """The probability-flow ODE integrated from ``t_start`` to ``t_end`` by RK45.
 
     Either direction works: t_end < t_start samples (noise -> data), t_end > t_start
     encodes (data -> noise). The state is flattened to float64 for scipy's

@@ -132,8 +132,9 @@ def _batch_time(t, x):
 
 
 def denoise(sde, score_fn, x, t):
-    """Tweedie's denoised estimate x0_hat = E[x0 | x_t = x] = (x + sigma^2 score) / alpha.
+    """Tweedie's denoised estimate x0_hat = E[x0 | x_t = x].
 
+    x0_hat = (x + sigma^2 score) / alpha:
     notes eq. (18)'s score read as a denoiser; Efron 2011; Karras et al. 2022, eq. (3).
     ``t`` is a 0-dim tensor; one score evaluation.
     """
@@ -151,7 +152,7 @@ def denoise(sde, score_fn, x, t):
 def forward_euler_maruyama(
     sde, x0, steps, *, t_end=None, callback=None, generator=None
 ):
-    """Simulate the forward SDE, eq. (14), from data x0 at t = 0 to ``t_end`` (default T).
+    """Simulate the forward SDE, eq. (14), from data x0 at t = 0 to ``t_end`` (or T).
 
     Euler-Maruyama on a uniform grid 0 = t_0 < ... < t_steps = t_end: x <- x + f(x, t)
     dt + g(t) sqrt(dt) z. ``callback(i, t_i, x_i)`` as for the samplers.
@@ -247,7 +248,7 @@ def predictor_corrector(
 
 
 def _posterior_step(sde, score_fn, x, t, s):
-    """Tweedie's x0_hat at t and the Gaussian q(x_s | x_t, x0_hat) of the forward process.
+    """Tweedie's x0_hat at t and the forward process's Gaussian q(x_s | x_t, x0_hat).
 
     x_t | x_s ~ N(a x_s, v) with a = alpha_t / alpha_s and v = sigma_t^2 - a^2
     sigma_s^2. Returns (x0_hat, eps_hat, posterior mean, posterior variance).
@@ -269,11 +270,11 @@ def _posterior_step(sde, score_fn, x, t, s):
 
 @torch.no_grad()
 def ddpm_ancestral(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None):
-    """Ancestral sampling (Ho et al. 2020, Alg. 2), for any path: x_s ~ q(x_s | x_t, x0_hat).
+    """Ancestral sampling (Ho et al. 2020, Alg. 2): x_s ~ q(x_s | x_t, x0_hat).
 
-    With ``sde = DiscreteVP(...)``, ``ts = N`` and ``t_min = 1/N`` it is exactly DDPM's
-    loop over t = N..1. The last step returns the posterior mean (no noise), as DDPM
-    does.
+    Any Gaussian path. With ``sde = DiscreteVP(...)``, ``ts = N`` and ``t_min = 1/N``
+    it is exactly DDPM's loop over t = N..1. The last step returns the posterior mean
+    (no noise), as DDPM does.
     """
     ts = start(sde, x, ts, t_min, callback)
     steps = len(ts) - 1
@@ -287,7 +288,7 @@ def ddpm_ancestral(sde, score_fn, x, ts, *, t_min=None, callback=None, generator
 
 @torch.no_grad()
 def ddim(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None, eta=0.0):
-    """DDIM (Song, Meng & Ermon 2021, eq. (12)); with eta = 0, the exponential integrator.
+    """DDIM (Song, Meng & Ermon 2021, eq. (12)); for eta = 0 the exponential integrator.
 
     Write the ODE in the half log-SNR l = lam / 2 for x / sigma: d(x / sigma)/dl =
     e^l x0_hat. Its linear part is solved exactly; holding x0_hat fixed over a step
@@ -324,7 +325,7 @@ def ddim(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None, eta
 
 
 class CountingScore:
-    """Wrap a score function and count its calls (number of function evaluations, NFE)."""
+    """A score function that counts its calls (number of function evaluations, NFE)."""
 
     def __init__(self, score_fn):
         self.score_fn, self.calls = score_fn, 0

@@ -77,7 +77,8 @@ def test_churn_zero_is_edm_heun_and_churn_keeps_the_mixture():
     x = sde.prior_sample((3000, 2), generator=gen, dtype=torch.float64)
     ts = samplers.time_grid(sde, 20, schedule="edm", like=x)
     torch.testing.assert_close(
-        edm.stochastic_sampler(sde, score, x, ts), ode_solvers.edm_heun(sde, score, x, ts)
+        edm.stochastic_sampler(sde, score, x, ts),
+        ode_solvers.edm_heun(sde, score, x, ts),
     )
     churned = edm.stochastic_sampler(sde, score, x, ts, s_churn=10.0, generator=gen)
     weights = MIXTURE.responsibilities(churned).argmax(1).bincount(minlength=4) / len(x)

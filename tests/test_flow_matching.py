@@ -290,7 +290,9 @@ def test_reflow_pairs_and_loss():
     )
     x0, same = fm.reflow_pairs(ode_solvers.ode_heun, lin, data.score_fn(lin), eps, 50)
     assert same is eps
-    torch.testing.assert_close(x0, ode_solvers.ode_heun(lin, data.score_fn(lin), eps, 50))
+    torch.testing.assert_close(
+        x0, ode_solvers.ode_heun(lin, data.score_fn(lin), eps, 50)
+    )
     model = lambda x, t: x * 0.1  # noqa: E731
     loss, _ = fm.reflow_loss(
         model, (x0, eps), lin, generator=torch.Generator().manual_seed(8)
@@ -344,7 +346,9 @@ def test_error_vs_nfe_counts_evaluations_and_converges():
     x = torch.randn(
         32, 2, generator=torch.Generator().manual_seed(9), dtype=torch.float64
     )
-    reference = ode_solvers.ode_rk45(lin, data.score_fn(lin), x, 1, rtol=1e-10, atol=1e-10)
+    reference = ode_solvers.ode_rk45(
+        lin, data.score_fn(lin), x, 1, rtol=1e-10, atol=1e-10
+    )
     nfes, errors = fm.error_vs_nfe(
         ode_solvers.ode_heun, lin, data.score_fn(lin), x, (2, 4, 8, 16), reference
     )
