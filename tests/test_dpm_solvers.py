@@ -14,8 +14,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class LinearPath(GaussianPath):
-    """alpha = 1 - t, sigma = t (rectified flow's path), written here from the definitions
-    alone, to check that the samplers need nothing beyond alpha, sigma, lam and t_of_lam."""
+    """alpha = 1 - t, sigma = t (rectified flow's path), written here from the
+    definitions alone, to check that the samplers need nothing beyond alpha, sigma, lam
+    and t_of_lam."""
 
     def alpha(self, t):
         return 1 - t
@@ -47,8 +48,9 @@ def _errors(name, sde, x, reference, nfes, schedule):
 
 
 def test_ddim_is_the_exponential_integrator_and_3m_beats_2m():
-    """eta = 0 DDIM = alpha_s x0_hat + sigma_s eps_hat (Song et al.'s form), step by step;
-    and at 20 NFE the third-order multistep beats the second-order one on the logsnr grid."""
+    """eta = 0 DDIM = alpha_s x0_hat + sigma_s eps_hat (Song et al.'s form), step by
+    step; and at 20 NFE the third-order multistep beats the second-order one on the
+    logsnr grid."""
     sde = VPSDE()
     score = MIXTURE.score_fn(sde)
     x = sde.prior_sample(
@@ -68,8 +70,8 @@ def test_ddim_is_the_exponential_integrator_and_3m_beats_2m():
 
 
 def test_samplers_run_on_any_gaussian_path():
-    """The linear path alpha = 1 - t, sigma = t: 3M on its logsnr grid from t = 0.99 lands on
-    the exact ODE solution; with a flipped sign in the step it would not."""
+    """The linear path alpha = 1 - t, sigma = t: 3M on its logsnr grid from t = 0.99
+    lands on the exact ODE solution; with a flipped sign in the step it would not."""
     path = LinearPath()
     score = MIXTURE.score_fn(path)
     x = torch.randn(

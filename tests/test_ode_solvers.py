@@ -27,7 +27,8 @@ def _errors(sampler, sde, x, reference, step_counts):
 
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["vp", "ve"])
 def test_convergence_orders(sde):
-    """On the exact-score ODE (no score error): Euler's error halves, Heun's quarters, when steps double."""
+    """On the exact-score ODE (no score error): Euler's error halves, Heun's quarters,
+    when steps double."""
     x = sde.prior_sample(
         (100, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )

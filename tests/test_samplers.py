@@ -57,7 +57,8 @@ def test_exact_score_recovers_the_mixture(name, sde_name):
     "name", ["euler_maruyama", "ode_heun", "ddpm_ancestral", "ddim"]
 )
 def test_gaussian_data_on_images(name):
-    """Data N(mu, c^2 I) on (B, 1, 4, 4) 'images': the score is linear, samples must match mu and c.
+    """Data N(mu, c^2 I) on (B, 1, 4, 4) 'images': the score is linear, samples must
+    match mu and c.
 
     500 steps: with few steps ancestral sampling comes out too narrow (its posterior
     treats the denoised x0_hat as exact), by 9% at 100 steps here.
@@ -126,9 +127,10 @@ def test_grid_and_int_agree_and_bad_grids_fail():
 
 
 def test_final_denoise_is_one_tweedie_step():
-    """Gaussian data N(0, c^2): "denoise" runs the same chain as "noise" (same generator),
-    then maps its end point x to E[x0 | x] = alpha c^2 x / (alpha^2 c^2 + sigma^2), for
-    one more evaluation; "mean" differs from "noise" only in the last step's noise."""
+    """Gaussian data N(0, c^2): "denoise" runs the same chain as "noise" (same
+    generator), then maps its end point x to E[x0 | x] = alpha c^2 x / (alpha^2 c^2 +
+    sigma^2), for one more evaluation; "mean" differs from "noise" only in the last
+    step's noise."""
     sde, c, t_min = VPSDE(), 0.05, 0.05
 
     def score(x, t):
@@ -216,7 +218,8 @@ def test_input_errors():
 
 
 def _eps_model(sd, score_fn):
-    """A diffusers-style noise predictor eps(x, timestep) from a score: eps = -s(t) score."""
+    """A diffusers-style noise predictor eps(x, timestep) from a score: eps = -s(t)
+    score."""
 
     def eps(x, timestep):
         t = torch.full((x.shape[0],), (int(timestep) + 1) / sd.num_steps, dtype=x.dtype)
@@ -226,7 +229,8 @@ def _eps_model(sd, score_fn):
 
 
 def test_ddim_and_ancestral_match_diffusers_schedulers():
-    """On the SD schedule, 49 of 50 'trailing' diffusers steps land on our grid 1.0, 0.98, ..., 0.02."""
+    """On the SD schedule, 49 of 50 'trailing' diffusers steps land on our grid 1.0,
+    0.98, ..., 0.02."""
     diffusers = pytest.importorskip("diffusers")
     sd = DiscreteVP.stable_diffusion()
     score = MIXTURE.score_fn(sd)

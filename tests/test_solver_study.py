@@ -27,9 +27,9 @@ def _errors(name, sde, x, reference, nfes, schedule):
     ]
 
 
-# Orders measured against the exact ODE solution, between the last two NFEs of each sweep.
-# dpm_solver_3m starts with one first-order step, whose O(h^2) local error caps its global
-# order at 2 (its third order shows pre-asymptotically: see chapter 6).
+# Orders measured against the exact ODE solution, between the last two NFEs of each
+# sweep. dpm_solver_3m starts with one first-order step, whose O(h^2) local error caps
+# its global order at 2 (its third order shows pre-asymptotically: see chapter 6).
 ORDERS = {
     "ode_euler": (1, (160, 320)),
     "ddim": (1, (1280, 2560)),
@@ -76,7 +76,8 @@ def test_same_algorithm_same_grid_as_k_diffusion(
     k_sampling, ours, theirs, schedule, grid
 ):
     """Given the same exact score as a denoiser in the VE form, our samplers reproduce
-    k-diffusion's to rounding (DDIM is Euler in the VE form: Karras et al. 2022, Sec. 3)."""
+    k-diffusion's to rounding (DDIM is Euler in the VE form: Karras et al. 2022, Sec.
+    3)."""
     sde = VPSDE()
     score = MIXTURE.score_fn(sde)
     x = sde.prior_sample(
@@ -88,8 +89,8 @@ def test_same_algorithm_same_grid_as_k_diffusion(
 
 
 def test_order_check_fails_on_a_first_order_method():
-    """Chapter 6's order check (|order - 2| < 0.3 for DPM-Solver++(2M)) on DDIM, which is
-    2M with its extrapolation dropped: it must fail."""
+    """Chapter 6's order check (|order - 2| < 0.3 for DPM-Solver++(2M)) on DDIM, which
+    is 2M with its extrapolation dropped: it must fail."""
     sde = VPSDE()
     x = sde.prior_sample(
         (60, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64

@@ -27,7 +27,8 @@ def close_figures():
     "sde", [VPSDE(), SubVPSDE(0.5, 10.0), VESDE()], ids=["vp", "subvp", "ve"]
 )
 def test_density_columns_match_density_over_time(sde):
-    """The one-expression density of the paths' background is trajectories.density_over_time."""
+    """The one-expression density of the paths' background is
+    trajectories.density_over_time."""
     times = torch.tensor([1e-3, 0.05, 0.4, 1.0], dtype=torch.float64)
     grid = torch.linspace(-2, 2, 41, dtype=torch.float64)
     expected = trajectories.density_over_time(MIXTURE, sde, times, grid, normalize=True)

@@ -1,4 +1,5 @@
-"""oldschool.widgets, the kernel explorers: they redraw what changed, only when it changed."""
+"""oldschool.widgets, the kernel explorers: they redraw what changed, only when it
+changed."""
 
 import matplotlib
 
@@ -24,7 +25,8 @@ def _pixels(png):
 
 
 def test_controls_start_on_their_grids():
-    """Every slider's default is one of its values, so the frontend has nothing to snap and send."""
+    """Every slider's default is one of its values, so the frontend has nothing to snap
+    and send."""
     e = widgets.KernelExplorer(MIXTURE, n_points=100, view="sde")
     for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "steps"):
         control = e.controls[name]
