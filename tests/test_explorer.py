@@ -86,7 +86,9 @@ def test_exact_score_matches(page, name):
     gen = torch.Generator().manual_seed(1)
     for t in (1e-3, 0.05, 0.3, path.T):
         tt = torch.tensor(t, dtype=torch.float64)
-        spread = 1.5 * math.sqrt(float(path.alpha(tt)) ** 2 + float(path.sigma(tt)) ** 2)
+        spread = 1.5 * math.sqrt(
+            float(path.alpha(tt)) ** 2 + float(path.sigma(tt)) ** 2
+        )
         x = spread * torch.randn(64, 2, generator=gen, dtype=torch.float64)  # (64, 2)
         js = page.evaluate(
             f"""([mixture, x, t]) => Array.from(OldschoolExplorer.score(
