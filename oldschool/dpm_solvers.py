@@ -43,6 +43,22 @@ def dpm_solver_2m(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=
     return x
 
 
+def _higher_order(alpha_s, d, l, h, phi2, phi3):
+    """The multistep terms of DPM-Solver++ beyond DDIM's: alpha_s phi2 D1 for two
+    estimates d (newest first, at half log-SNRs l), alpha_s (phi2 D1 - phi3 D2) for
+    three, with D1 the slope at l_0 and D2 half the curvature, in units of the step h
+    (Lu et al. 2022b, App. B)."""
+    r0 = (l[0] - l[1]) / h
+    d1_0 = (d[0] - d[1]) / r0  # slope in units of h
+    if len(d) == 2:
+        return alpha_s * phi2 * d1_0
+    r1 = (l[1] - l[2]) / h
+    d1_1 = (d[1] - d[2]) / r1
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)  # slope at l_0
+    d2 = (d1_0 - d1_1) / (r0 + r1)  # half the second derivative
+    return alpha_s * (phi2 * d1 - phi3 * d2)
+
+
 @torch.no_grad()
 def dpm_solver_3m(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=None):
     """DPM-Solver++(3M) (Lu et al. 2022b, App. B): third order, one evaluation per step.
@@ -64,18 +80,9 @@ def dpm_solver_3m(sde, score_fn, x, ts, *, t_min=None, callback=None, generator=
         phi2 = phi1 / h + 1
         phi3 = phi2 / h - 0.5
         x = sigma[i + 1] / sigma[i] * x - alpha[i + 1] * phi1 * history[0]
-        if len(history) >= 2:
-            h0 = l[i] - l[i - 1]
-            d1_0 = (history[0] - history[1]) / (h0 / h)  # slope in units of h
-            if len(history) == 2:
-                x = x + alpha[i + 1] * phi2 * d1_0
-            else:
-                h1 = l[i - 1] - l[i - 2]
-                r0, r1 = h0 / h, h1 / h
-                d1_1 = (history[1] - history[2]) / r1
-                d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)  # slope at l_i
-                d2 = (d1_0 - d1_1) / (r0 + r1)  # half the second derivative
-                x = x + alpha[i + 1] * (phi2 * d1 - phi3 * d2)
+        if len(history) >= 2:  # steps 2 on: order 2, then 3
+            l_hist = [l[i - j] for j in range(len(history))]
+            x = x + _higher_order(alpha[i + 1], history, l_hist, h, phi2, phi3)
         if callback is not None:
             callback(i + 1, ts[i + 1], x)
     return x
@@ -123,16 +130,8 @@ def dpm_solver_3m_pc(
         x_next = linear - alpha[i + 1] * phi1 * history[0][1]  # predictor: DPM-Solver++
         order = min(len(history), 2 if i == steps - 1 else 3)
         if order >= 2:
-            r0 = (l[i] - history[1][0]) / h
-            d1_0 = (history[0][1] - history[1][1]) / r0
-            if order == 2:
-                x_next = x_next + alpha[i + 1] * phi2 * d1_0
-            else:
-                r1 = (history[1][0] - history[2][0]) / h
-                d1_1 = (history[1][1] - history[2][1]) / r1
-                d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-                d2 = (d1_0 - d1_1) / (r0 + r1)
-                x_next = x_next + alpha[i + 1] * (phi2 * d1 - phi3 * d2)
+            l_hist, d_hist = zip(*history[:order])
+            x_next = x_next + _higher_order(alpha[i + 1], d_hist, l_hist, h, phi2, phi3)
         if i < steps - 1:  # corrector, with the evaluation the next step needs anyway
             d_next = denoise(sde, score_fn, x_next, ts[i + 1])
             nodes = [(l[i + 1], d_next)] + history[:2]
