@@ -1,10 +1,10 @@
-"""The EDM view: every Gaussian path is a noise level, every loss a weighting over log-SNR.
+"""The EDM view: every Gaussian path a noise level, every loss a weighting over log-SNR.
 
 Karras et al. 2022 ("Elucidating the design space of diffusion-based generative models",
 EDM) divide x_t = alpha(t) x0 + sigma(t) eps by alpha: y = x0 + s eps with the noise
 level s = sigma / alpha = exp(-lam / 2). In (y, s) every VP, sub-VP, VE or linear path
 is the same VE process, and the probability-flow ODE is dy/ds = (y - D(y, s)) / s with
-the denoiser D = E[x0 | y] (``samplers.edm_heun``). This module holds:
+the denoiser D = E[x0 | y] (``ode_solvers.edm_heun``). This module holds:
 
 * the preconditioning c_skip, c_out, c_in, c_noise (EDM Table 1) and the denoiser
   D(y, s) = c_skip y + c_out F(c_in y, c_noise) built on a raw network F;
@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from . import samplers
+from . import checks, samplers
 from .sde import append_dims
 
 
@@ -130,9 +130,9 @@ def stochastic_sampler(
     s_{i+1}. gamma = min(s_churn / N, sqrt(2) - 1) for s_i in [s_tmin, s_tmax], else 0,
     and s_hat is capped at the grid's first noise level. s_churn = 0 is ``edm_heun``.
     """
-    if s_churn < 0 or s_noise <= 0:
-        raise ValueError(f"need s_churn >= 0 and s_noise > 0, got {s_churn}, {s_noise}")
-    ts = samplers._start(sde, x, ts, None, callback)
+    checks.number(s_churn, "s_churn", low=0)
+    checks.number(s_noise, "s_noise", low=0, low_open=True)
+    ts = samplers.start(sde, x, ts, None, callback)
     s = samplers.noise_levels(sde, ts)
     alpha = sde.alpha(ts)
     D = denoiser_from_score(sde, score_fn)

@@ -78,7 +78,8 @@
   }
 
   function make_sde(kind, s) {
-    // The path named kind (as widgets.make_sde), s: {beta_min, beta_max, sigma_min, sigma_max}.
+    // The path named kind (as trajectory_figure.make_sde),
+    // s: {beta_min, beta_max, sigma_min, sigma_max}.
     if (kind === "VP") return VPSDE(s.beta_min, s.beta_max);
     if (kind === "sub-VP") return SubVPSDE(s.beta_min, s.beta_max);
     if (kind === "VE") return VESDE(s.sigma_min, s.sigma_max);

@@ -25,14 +25,8 @@ import math
 
 import torch
 
-from . import nets, samplers
+from . import checks, nets, samplers
 from .sde import append_dims
-
-
-def _check_batch(x, what="x0"):
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{what} must be a floating-point batch (B, ...), got {shape}")
 
 
 # ---------------------------------------------------------------- where t is drawn
@@ -108,14 +102,11 @@ def sample_times(
 
     Draws above T (the linear path ends at T = 0.999) are clipped to T.
     """
+    checks.one_of(sampling, "sampling", ("uniform", "logit_normal"))
     if sampling == "uniform":
         t = torch.rand(n, generator=generator, device=device, dtype=dtype)
-    elif sampling == "logit_normal":
-        t = logit_normal_times(n, generator=generator, device=device, dtype=dtype)
     else:
-        raise ValueError(
-            f"sampling must be 'uniform' or 'logit_normal', got {sampling!r}"
-        )
+        t = logit_normal_times(n, generator=generator, device=device, dtype=dtype)
     return shift_time(t, shift).clamp(max=path.T)
 
 
@@ -154,7 +145,8 @@ def cfm_loss(model, x0, path, *, sampling="uniform", shift=1.0, generator=None):
     ``train.train(model, lambda m, x: cfm_loss(m, x, path), ...)``.
     With uniform t it is ``nets.dsm_loss(model, x0, path, "velocity")``.
     """
-    _check_batch(x0)
+    checks.tensor(x0, "x0", floating=True)
+    checks.number(x0.dim(), "x0.dim() (a batch (B, ...))", low=2, integer=True)
     t = sample_times(
         x0.shape[0],
         path,
@@ -172,12 +164,8 @@ def reflow_loss(model, pair, path, *, generator=None):
     """Flow matching on *coupled* pairs (x0, eps) = (ODE sample, its noise): the reflow
     of Liu et al. 2023 (their objective, (X0, X1) from the previous flow), t uniform."""
     x0, eps = pair
-    _check_batch(x0)
-    if eps.shape != x0.shape:
-        raise ValueError(
-            f"the pair must have one shape, got {tuple(x0.shape)} "
-            f"and {tuple(eps.shape)}"
-        )
+    checks.tensor(x0, "x0", floating=True)
+    checks.tensor(eps, "eps (the pair must have one shape)", shape=tuple(x0.shape))
     t = sample_times(
         x0.shape[0], path, generator=generator, device=x0.device, dtype=x0.dtype
     )
@@ -190,7 +178,7 @@ def reflow_loss(model, pair, path, *, generator=None):
 def integrate(
     sampler, path, score_fn, x, steps, *, t_min=1e-3, callback=None, **options
 ):
-    """Run an ODE sampler of ``oldschool.samplers`` (``ode_euler``, ``ode_heun``,
+    """Run an ODE sampler of ``oldschool.ode_solvers`` (``ode_euler``, ``ode_heun``,
     ``ode_rk45`` with its ``options``) from T to t_min: the one call site of the
     samplers in this module and chapter 8 (recordings use ``trajectories.record``)."""
     return sampler(path, score_fn, x, steps, t_min=t_min, callback=callback, **options)
@@ -200,7 +188,7 @@ def error_vs_nfe(sampler, path, score_fn, x, step_counts, reference, *, t_min=1e
     """Per step count: (number of field evaluations, mean distance to ``reference``).
 
     The solver study of chapter 6 on any path: the reference is the same noise ``x``
-    integrated accurately (e.g. ``samplers.ode_rk45`` at a tight tolerance).
+    integrated accurately (e.g. ``ode_solvers.ode_rk45`` at a tight tolerance).
     """
     nfes, errors = [], []
     for steps in step_counts:
@@ -220,8 +208,8 @@ def nfe_to_reach(nfes, errors, tolerance):
 def reflow_pairs(sampler, path, score_fn, eps, steps, *, t_min=1e-3):
     """Couple each noise vector with the sample the current flow maps it to (Liu et al.
     2023, Alg. 1): returns (x0, eps), ready for ``reflow_loss``."""
-    _check_batch(eps, "eps")
-    return integrate(sampler, path, score_fn, eps, steps, t_min=t_min), eps
+    x0 = integrate(sampler, path, score_fn, eps, steps, t_min=t_min)  # checks eps
+    return x0, eps
 
 
 def straightness(ts, xs):

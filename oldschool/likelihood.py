@@ -1,4 +1,4 @@
-"""Log-likelihood through the probability-flow ODE: the instantaneous change of variables.
+"""Log-likelihood through the probability-flow ODE: instantaneous change of variables.
 
 Along a solution of dx/dt = v(x, t) (eq. (18)) the log-density changes by
 d log p_t(x_t) / dt = -div v(x_t, t) (Chen et al. 2018; Song et al. 2021, App. D.2), so
@@ -15,6 +15,8 @@ log p_{t_min} is known exactly (``mixture.diffused(t_min, sde).log_prob``).
 
 import torch
 from scipy.integrate import solve_ivp
+
+from . import checks
 
 DIVERGENCES = ("exact", "hutchinson")
 
@@ -55,10 +57,8 @@ def log_likelihood(
     Returns (log p (B,), info) with info = {"nfev", "prior" (log p_T(x_T)), "integral"
     (int div v dt), "x_T"}. Runs in x's dtype.
     """
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 2:
-        raise ValueError("x must be a tensor of points shaped (B, D)")
+    checks.one_of(divergence, "divergence", DIVERGENCES)
+    checks.tensor(x, "x", shape=("B", "D"), floating=True)
     if not 0 < t_min < sde.T:
         raise ValueError(f"t_min must lie in (0, T={sde.T}), got {t_min!r}")
     flow = sde.reverse(score_fn, probability_flow=True)

@@ -22,37 +22,37 @@ import types
 
 import torch
 
-from . import samplers
+from . import ode_solvers, samplers
 
 
 def exact_solution(sde, score_fn, x, t_min=1e-3, tol=1e-10):
-    """The probability-flow ODE solved from x at T to ``t_min`` by RK45 at rtol = atol = tol."""
-    x_end, _ = samplers.solve_probability_flow(
+    """The probability-flow ODE solved from x at T to ``t_min`` by RK45 at tol."""
+    x_end, _ = ode_solvers.solve_probability_flow(
         sde, score_fn, x, sde.T, t_min, rtol=tol, atol=tol
     )
     return x_end
 
 
 def mean_error(x, reference):
-    """Mean over particles of the Euclidean distance to the reference: (B, ...) -> float."""
+    """Mean over particles of the distance to the reference: (B, ...) -> float."""
     return float((x - reference).flatten(1).norm(dim=1).mean())
 
 
 def run(name, sde, score_fn, x, nfe, schedule, *, t_min=1e-3, rho=7.0):
-    """Run ``samplers.ODE_SAMPLERS[name]`` with ``nfe`` score evaluations on a grid.
+    """Run ``ode_solvers.ODE_SAMPLERS[name]`` with ``nfe`` score evaluations on a grid.
 
     Returns (x at t_min, the NFE actually used). Two-evaluation methods get nfe // 2
     steps.
     """
-    steps = max(1, nfe // samplers.evaluations_per_step(name))
+    steps = max(1, nfe // ode_solvers.evaluations_per_step(name))
     ts = samplers.time_grid(sde, steps, t_min=t_min, schedule=schedule, rho=rho, like=x)
     counted = samplers.CountingScore(score_fn)
-    out = samplers.ODE_SAMPLERS[name](sde, counted, x, ts)
+    out = ode_solvers.ODE_SAMPLERS[name](sde, counted, x, ts)
     return out, counted.calls
 
 
 def sweep(names, schedules, sde, score_fn, x, reference, nfes, *, t_min=1e-3):
-    """Errors of every sampler on every grid at every NFE: {(name, schedule): [(nfe, err)]}."""
+    """Errors of each sampler on each grid and NFE: {(name, schedule): [(nfe, err)]}."""
     table = {}
     for name in names:
         for schedule in schedules:
@@ -65,7 +65,7 @@ def sweep(names, schedules, sde, score_fn, x, reference, nfes, *, t_min=1e-3):
 
 
 def observed_order(rows):
-    """Order of convergence from the last two (nfe, error) rows: -d log err / d log nfe."""
+    """Order of convergence of the last two (nfe, error) rows: -dlog err / dlog nfe."""
     (n1, e1), (n2, e2) = rows[-2], rows[-1]
     return -math.log(e2 / e1) / math.log(n2 / n1)
 
@@ -76,7 +76,7 @@ def observed_order(rows):
 
 
 def k_diffusion_sampling():
-    """``k_diffusion.sampling`` imported alone (None when k-diffusion is not installed)."""
+    """``k_diffusion.sampling`` imported alone (None without k-diffusion installed)."""
     if "k_diffusion.sampling" in sys.modules:
         return sys.modules["k_diffusion.sampling"]
     spec = importlib.util.find_spec("k_diffusion")
@@ -89,7 +89,7 @@ def k_diffusion_sampling():
 
 
 def k_denoiser(sde, score_fn):
-    """D(y, s) for k-diffusion: the denoiser of the VE form y = x / alpha, s = sigma / alpha.
+    """D(y, s) for k-diffusion: the denoiser of the VE form y = x / alpha.
 
     s (shape (B,)) maps to t through the log-SNR lam = -2 log s; then x = alpha(t) y and
     D = x0_hat(x, t) = (x + sigma^2 score) / alpha (Karras et al. 2022, Table 1).
@@ -116,15 +116,15 @@ K_SAMPLERS = (
     "dpmpp_3m_sde",
     "dpm_fast",
 )
-"""k-diffusion's fixed-NFE deterministic samplers (``sample_<name>``); the two ``_sde`` ones
-run with eta = 0, which makes them deterministic (3M is then DPM-Solver++(3M))."""
+"""k-diffusion's fixed-NFE deterministic samplers (``sample_<name>``); the two ``_sde``
+ones run with eta = 0, which makes them deterministic (3M is then DPM-Solver++(3M))."""
 K_GRIDS = {"karras": "edm", "exponential": "logsnr"}
 """k-diffusion's grids and ours: the same noise levels (built here in float64 by
 ``samplers.time_grid``; k-diffusion's ``get_sigmas_*`` build them in float32)."""
 
 
 def k_run(k_sampling, name, sde, score_fn, x, nfe, grid, *, t_min=1e-3):
-    """Run k-diffusion's ``sample_<name>`` from x at T to t_min with ``nfe`` evaluations.
+    """Run k-diffusion's ``sample_<name>`` from x at T to t_min with ``nfe`` evaluations
 
     grid: "karras" (rho = 7) or "exponential", the noise levels of our "edm" and
     "logsnr" grids (k-diffusion's own ``get_sigmas_*`` give the same in float32 and
@@ -151,14 +151,16 @@ def k_run(k_sampling, name, sde, score_fn, x, nfe, grid, *, t_min=1e-3):
 
 
 def peer_table(sde, score_fn, x, reference, nfes, k_sampling):
-    """{nfe: {label: error}} for both sides at each NFE: every oldschool ODE sampler on every
-    grid ('ours:<name>/<grid>'), every k-diffusion sampler of ``K_SAMPLERS`` on its
-    grids
-    ('k:<name>/<grid>'; ``dpm_fast`` picks its own), all from the same x to the same t_min."""
+    """{nfe: {label: error}} for both sides at each NFE.
+
+    Every oldschool ODE sampler on every grid ('ours:<name>/<grid>'), every k-diffusion
+    sampler of ``K_SAMPLERS`` on its grids ('k:<name>/<grid>'; ``dpm_fast`` picks its
+    own), all from the same x to the same t_min.
+    """
     table = {}
     for nfe in nfes:
         row = {}
-        for name in samplers.ODE_SAMPLERS:
+        for name in ode_solvers.ODE_SAMPLERS:
             for schedule in samplers.SCHEDULES:
                 out, used = run(name, sde, score_fn, x, nfe, schedule)
                 row[f"ours:{name}/{schedule}"] = mean_error(out, reference)
@@ -171,7 +173,7 @@ def peer_table(sde, score_fn, x, reference, nfes, k_sampling):
 
 
 def best_of_each_side(row):
-    """(our best error, its label, k-diffusion's best error, its label) of one table row."""
+    """(our best error, its label, k-diffusion's best, its label) of one table row."""
     ours = min((e, k[5:]) for k, e in row.items() if k.startswith("ours:"))
     theirs = min(
         ((e, k[2:]) for k, e in row.items() if k.startswith("k:")),

@@ -1,12 +1,13 @@
-"""Trajectories of the forward and reverse processes: recording, plotting, and JS animations.
+"""Trajectories of the forward and reverse processes: recording, plotting, animations.
 
-Chapters 5 and 6 draw particles moving under an SDE or the probability-flow ODE on top of
-the exact marginal density p_t of a ``toy.GaussianMixture``. Coordinates can be shown
-*normalized*, x_t / sqrt(m(t)^2 + s(t)^2): that changes nothing for a VP SDE (m^2 + s^2 = 1)
-and keeps a VE SDE, whose noise grows to sigma_max = 50, on the same axes as the data.
+Chapters 5 and 6 draw particles moving under an SDE or the probability-flow ODE on top
+of the exact marginal density p_t of a ``toy.GaussianMixture``. Coordinates can be
+shown *normalized*, x_t / sqrt(alpha(t)^2 + sigma(t)^2): that changes nothing for a VP
+SDE (alpha^2 + sigma^2 = 1) and keeps a VE SDE, whose noise grows to sigma_max = 50, on
+the same axes as the data.
 
-Animations are ``matplotlib.animation`` objects; ``to_html`` turns one into JavaScript that
-plays in the static page (no kernel needed) and closes its figure.
+Animations are ``matplotlib.animation`` objects; ``to_html`` turns one into JavaScript
+that plays in the static page (no kernel needed) and closes its figure.
 """
 
 import math
@@ -25,7 +26,10 @@ def _axes(ax, figsize=(4, 4)):
 
 
 def record(sampler, sde, score_fn, x, steps, **kwargs):
-    """Run ``sampler`` and keep every state: returns (ts (steps + 1,), xs (steps + 1, B, ...))."""
+    """Run ``sampler`` and keep every state.
+
+    Returns (ts (steps + 1,), xs (steps + 1, B, ...)).
+    """
     ts, xs = [], []
     sampler(
         sde,
@@ -39,7 +43,7 @@ def record(sampler, sde, score_fn, x, steps, **kwargs):
 
 
 def record_forward(sde, x0, steps, *, t_end=None, generator=None):
-    """Simulate the forward SDE from data ``x0`` and keep every state: (ts, xs) as ``record``."""
+    """The forward SDE run from ``x0``, every state kept: (ts, xs) as in ``record``."""
     ts, xs = [], []
     samplers.forward_euler_maruyama(
         sde,
@@ -53,16 +57,18 @@ def record_forward(sde, x0, steps, *, t_end=None, generator=None):
 
 
 def _scale(sde, t, normalize):
-    """The factor that coordinates are divided by at time t: sqrt(m^2 + s^2), or 1."""
+    """The factor that coordinates are divided by at time t: sqrt(alpha^2 + sigma^2)."""
     if not normalize:
         return 1.0
-    return math.sqrt(float(sde.alpha(float(t))) ** 2 + float(sde.sigma(float(t))) ** 2)
+    t = torch.tensor(float(t), dtype=torch.float64)
+    return math.sqrt(float(sde.alpha(t)) ** 2 + float(sde.sigma(t)) ** 2)
 
 
 def density_over_time(mixture, sde, ts, grid, coordinate=0, normalize=False):
-    """p_t of one coordinate of the diffused mixture on ``grid``, for each t: (len(ts), len(grid)).
+    """p_t of one coordinate of the diffused mixture on ``grid``, for each t.
 
-    With ``normalize`` it is the density of x / sqrt(m^2 + s^2), i.e. c p_t(c y) on y = grid.
+    Returns (len(ts), len(grid)). With ``normalize`` it is the density of
+    x / sqrt(alpha^2 + sigma^2), i.e. c p_t(c y) on y = grid.
     """
     rows = []
     for t in ts:
@@ -87,8 +93,8 @@ def plot_paths(
 ):
     """One coordinate of ``n_paths`` trajectories against t, over a density image.
 
-    density: (len(times), len(grid)) from ``density_over_time`` on times that span the same
-    range as ``ts`` (e.g. ``ts[::4]``), in the same order.
+    density: (len(times), len(grid)) from ``density_over_time`` on times that span the
+    same range as ``ts`` (e.g. ``ts[::4]``), in the same order.
     """
     ax = _axes(ax, figsize=(5, 3))
     if density is not None:
@@ -110,7 +116,8 @@ def plot_paths(
     ax.plot(ts.numpy(), paths.numpy(), color=color, lw=0.6, alpha=0.7)
     ax.set_xlabel("t")
     ax.set_ylabel(
-        f"$x_{coordinate + 1}$" + (r" / $\sqrt{m^2 + s^2}$" if normalize else "")
+        f"$x_{coordinate + 1}$"
+        + (r" / $\sqrt{\alpha^2 + \sigma^2}$" if normalize else "")
     )
     if grid is not None:
         ax.set_ylim(float(grid[0]), float(grid[-1]))
@@ -133,7 +140,7 @@ def plot_density_2d(mixture, ax=None, lim=1.3, n=120, cmap="Greys"):
 
 
 def plot_points(x, ax=None, lim=1.3, color="C0", s=2, title=None, background=None):
-    """Scatter 2-D points (B, 2), over a mixture's density contours when ``background`` is given."""
+    """Scatter 2-D points (B, 2), over a mixture's density contours (``background``)."""
     ax = _axes(ax)
     if background is not None:
         plot_density_2d(background, ax, lim=lim)
@@ -152,10 +159,10 @@ def plot_score_field(
 ):
     """Arrows of score_fn(x, t) on an n x n grid of 2-D points.
 
-    With ``sde`` the arrows are s(t) * score, the score in units of the noise (what an
-    eps-network predicts, up to sign), which is O(1) at every t; ``scale`` is matplotlib's
-    quiver scale (data units per arrow length in axes widths), the same for every call so
-    that two fields drawn on one axes compare.
+    With ``sde`` the arrows are sigma(t) * score, the score in units of the noise (what
+    an eps-network predicts, up to sign), which is O(1) at every t; ``scale`` is
+    matplotlib's quiver scale (data units per arrow length in axes widths), the same for
+    every call so that two fields drawn on one axes compare.
     """
     ax = _axes(ax)
     axis = torch.linspace(-lim, lim, n)
@@ -187,7 +194,8 @@ def plot_score_field(
 def plot_error_vs_nfe(results, ax=None, reference_slopes=(1, 2), title=None):
     """Log-log error against the number of function evaluations, one line per solver.
 
-    results: {name: (nfes, errors)}. Dashed lines of slope -p show what order p looks like.
+    results: {name: (nfes, errors)}. Dashed lines of slope -p show what order p looks
+    like.
     """
     ax = _axes(ax, figsize=(5, 3.5))
     for name, (nfes, errors) in results.items():
@@ -245,9 +253,10 @@ def animate(
     interval=150,
     dpi=60,
 ):
-    """A two-panel animation: particles over the exact p_t (left), coordinate-1 paths in t (right).
+    """Two panels: particles over the exact p_t (left), coordinate-1 paths in t (right).
 
-    ts, xs: a recorded trajectory (``record`` / ``record_forward``), in either time direction.
+    ts, xs: a recorded trajectory (``record`` / ``record_forward``), in either time
+    direction.
     Returns a ``FuncAnimation``; pass it to ``to_html`` for the static page.
     """
     index = torch.linspace(0, len(ts) - 1, min(frames, len(ts))).round().long().tolist()
@@ -282,7 +291,7 @@ def animate(
     right.set_xlim(float(ts.min()), float(ts.max()))
     right.set_ylim(-lim, lim)
     right.set_xlabel("t")
-    right.set_ylabel("$x_1$" + (r" / $\sqrt{m^2+s^2}$" if normalize else ""))
+    right.set_ylabel("$x_1$" + (r" / $\sqrt{\alpha^2+\sigma^2}$" if normalize else ""))
     fig.tight_layout()
 
     def update(k):
@@ -301,7 +310,10 @@ def animate(
 
 
 def to_html(anim):
-    """The animation as self-contained JavaScript/HTML (``IPython.display.HTML``); closes its figure."""
+    """The animation as self-contained JavaScript/HTML (``IPython.display.HTML``).
+
+    Closes its figure.
+    """
     from IPython.display import HTML
 
     html = anim.to_jshtml(default_mode="once")

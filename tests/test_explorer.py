@@ -1,10 +1,10 @@
-"""The live explorer's JavaScript (oldschool/explorer.js) against oldschool, in Chromium.
+"""The live explorer's JavaScript (oldschool/explorer.js) against oldschool in Chromium.
 
-explorer.js is a second implementation of sde.py's paths, the mixture's exact score and the
-samplers. Run in headless Chromium (Debian's, as tests/test_browser.py), given the same points,
-times and noise as the Python side, it must agree to 1e-6 relative (both are float64). Then a
-page made of the explorer's cell output, with the network closed, must redraw when any
-control moves.
+explorer.js is a second implementation of sde.py's paths, the mixture's exact score and
+the samplers. Run in headless Chromium (Debian's, as tests/test_browser.py), given the
+same points, times and noise as the Python side, it must agree to 1e-6 relative (both
+are float64). Then a page made of the explorer's cell output, with the network closed,
+must redraw when any control moves.
 """
 
 import math
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from explorer_page import explorers, moved_controls_problems
-from oldschool import explorer, samplers, sde, toy, widgets
+from oldschool import explorer, ode_solvers, samplers, sde, toy, widgets
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
 RTOL = 1e-6
@@ -61,7 +61,8 @@ def test_path_coefficients_match(page, name):
         f"""ts => {{
         const p = OldschoolExplorer.{js_path};
         return Object.fromEntries(['alpha', 'sigma', 'lam', 'f', 'g2', 'g']
-            .map(k => [k, ts.map(t => p[k](t))]).concat([['prior_std', p.prior_std], ['T', p.T]]));
+            .map(k => [k, ts.map(t => p[k](t))])
+            .concat([['prior_std', p.prior_std], ['T', p.T]]));
     }}""",
         [t for t in TIMES if t <= path.T],
     )
@@ -78,38 +79,47 @@ def test_path_coefficients_match(page, name):
 @pytest.mark.browser
 @pytest.mark.parametrize("name", PATHS)
 def test_exact_score_matches(page, name):
-    """The diffused mixture's score at random points and several times, as toy.GaussianMixture."""
+    """The diffused mixture's score at random points and several times, as
+    toy.GaussianMixture."""
     path, js_path = PATHS[name]
     mixture = toy.example_mixture()
     gen = torch.Generator().manual_seed(1)
     for t in (1e-3, 0.05, 0.3, path.T):
-        spread = 1.5 * math.sqrt(float(path.alpha(t)) ** 2 + float(path.sigma(t)) ** 2)
+        tt = torch.tensor(t, dtype=torch.float64)
+        spread = 1.5 * math.sqrt(
+            float(path.alpha(tt)) ** 2 + float(path.sigma(tt)) ** 2
+        )
         x = spread * torch.randn(64, 2, generator=gen, dtype=torch.float64)  # (64, 2)
         js = page.evaluate(
             f"""([mixture, x, t]) => Array.from(OldschoolExplorer.score(
-            mixture, OldschoolExplorer.{js_path}, t, new Float64Array(x), new Float64Array(x.length)))""",
+            mixture, OldschoolExplorer.{js_path}, t, new Float64Array(x),
+            new Float64Array(x.length)))""",
             [explorer.mixture_json(mixture), x.flatten().tolist(), t],
         )
         _close(js, mixture.score(x, t, path), f"{name} score at t={t}")
 
 
 def _noise_like(gen, shape, count):
-    """The normals a torch sampler draws from ``gen``, in order: one (B, 2) tensor per call."""
+    """The normals a torch sampler draws from ``gen``, in order: one (B, 2) tensor per
+    call."""
     return [
         torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(count)
     ]
 
 
 def _run_js(page, js_path, sampler, x, noise, steps, t_min):
-    """Run a JS sampler from x with the given noise; returns the states after every step."""
+    """Run a JS sampler from x with the given noise; returns the states after every
+    step."""
     return page.evaluate(
         f"""([mixture, x, noise, steps, t_min, sampler]) => {{
         const E = OldschoolExplorer, path = E.{js_path}, states = [];
-        const opts = {{t_min: t_min, t_end: undefined, noise: i => new Float64Array(noise[i]),
+        const opts = {{t_min: t_min, t_end: undefined,
+                      noise: i => new Float64Array(noise[i]),
                       callback: (i, t, xi) => states.push([t, ...xi])}};
         if (sampler === 'forward_euler_maruyama')
             E.forward_euler_maruyama(path, new Float64Array(x), steps, opts);
-        else E[sampler](path, E.score_fn(mixture, path), new Float64Array(x), steps, opts);
+        else E[sampler](
+            path, E.score_fn(mixture, path), new Float64Array(x), steps, opts);
         return states;
     }}""",
         [
@@ -132,7 +142,8 @@ def _run_js(page, js_path, sampler, x, noise, steps, t_min):
     ["VP default", "sub-VP", "VE default"] + (["linear"] if "linear" in PATHS else []),
 )
 def test_sampler_steps_match(page, name, sampler):
-    """A few steps of each sampler from the same start with the same noise: every state agrees."""
+    """A few steps of each sampler from the same start with the same noise: every state
+    agrees."""
     path, js_path = PATHS[name]
     mixture, steps, t_min, seed = toy.example_mixture(), 6, 1e-3, 3
     if sampler == "forward_euler_maruyama":
@@ -152,7 +163,7 @@ def test_sampler_steps_match(page, name, sampler):
     if sampler == "forward_euler_maruyama":
         samplers.forward_euler_maruyama(path, x, steps, callback=record, generator=gen)
     else:
-        samplers.SAMPLERS[sampler](
+        ode_solvers.SAMPLERS[sampler](
             path,
             mixture.score_fn(path),
             x,
@@ -175,7 +186,8 @@ def test_sampler_steps_match(page, name, sampler):
 
 @pytest.mark.browser
 def test_parity_fails_for_a_wrong_path(page):
-    """The comparison can fail: a VP path with another beta_max does not pass for the default."""
+    """The comparison can fail: a VP path with another beta_max does not pass for the
+    default."""
     with pytest.raises(AssertionError):
         path, _ = PATHS["VP default"]
         x = path.prior_sample(
@@ -194,7 +206,8 @@ def test_parity_fails_for_a_wrong_path(page):
 
 
 def test_defaults_sit_on_their_grids():
-    """Every explorer and widget default is one of its slider's values (no snap on load)."""
+    """Every explorer and widget default is one of its slider's values (no snap on
+    load)."""
     for name, grid in explorer.GRIDS.items():
         assert explorer.DEFAULTS[name] in grid, name
     assert explorer.DEFAULTS["kind"] in explorer.SDE_KINDS
@@ -202,7 +215,8 @@ def test_defaults_sit_on_their_grids():
 
 
 def test_output_is_self_contained():
-    """One HTML output: the inlined script (no "</script>" inside it), the JSON, no URL."""
+    """One HTML output: the inlined script (no "</script>" inside it), the JSON, no
+    URL."""
     html = explorer.live_explorer(
         toy.example_mixture(), view="sde_vs_ode"
     )._repr_html_()
@@ -227,7 +241,8 @@ def test_bad_arguments_are_named():
 
 @pytest.fixture(scope="module")
 def explorer_page(browser, tmp_path_factory):
-    """A page holding both explorers' cell outputs, opened from a file, network closed."""
+    """A page holding both explorers' cell outputs, opened from a file, network
+    closed."""
     mixture = toy.example_mixture()
     html = "".join(
         explorer.live_explorer(mixture, view=v)._repr_html_() for v in explorer.VIEWS
@@ -256,7 +271,8 @@ def explorer_page(browser, tmp_path_factory):
 
 @pytest.mark.browser
 def test_every_control_redraws(explorer_page):
-    """Both views: moving each control changes the drawing; a non-change does not redraw."""
+    """Both views: moving each control changes the drawing; a non-change does not
+    redraw."""
     roots = explorers(explorer_page)
     assert len(roots) == 2
     problems = []

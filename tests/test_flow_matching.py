@@ -1,5 +1,5 @@
-"""oldschool.flow_matching: the loss and its minimizer, t sampling and the shift, reflow's
-straightness, the score transfer between paths, the weighting in log-SNR."""
+"""oldschool.flow_matching: the loss and its minimizer, t sampling and the shift,
+reflow's straightness, the score transfer between paths, the weighting in log-SNR."""
 
 import math
 
@@ -8,22 +8,24 @@ import sympy as sp
 import torch
 
 from oldschool import flow_matching as fm
-from oldschool import nets, samplers, symbolic, toy
+from oldschool import nets, ode_solvers, symbolic, toy
 from oldschool.sde import VESDE, VPSDE, LinearPath, SubVPSDE
 
 
 def gaussian_data(mean=0.4, std=0.5):
-    """x0 ~ N(mean, std^2 I) in 2-D, as a one-component mixture (its velocity in closed form)."""
+    """x0 ~ N(mean, std^2 I) in 2-D, as a one-component mixture (its velocity in closed
+    form)."""
     return toy.GaussianMixture(
         [1.0], [[mean, -mean]], (std**2 * torch.eye(2, dtype=torch.float64))[None]
     )
 
 
-# ---------------------------------------------------------------- t sampling and the shift
+# ------------------------------------------------------------- t sampling and the shift
 
 
 def bin_probabilities(density, low, high, bins):
-    """The probability of each of ``bins`` equal bins of [low, high] under ``density`` (trapezoid)."""
+    """The probability of each of ``bins`` equal bins of [low, high] under ``density``
+    (trapezoid)."""
     fine = torch.linspace(low, high, bins * 200 + 1, dtype=torch.float64)
     values = density(fine)
     return torch.stack(
@@ -52,7 +54,8 @@ def test_logit_normal_density_matches_its_samples_and_integrates_to_one():
         dtype=torch.float64,
     )
     assert_histogram_matches(t, lambda u: fm.logit_normal_density(u, 0.3, 0.8))
-    wrong = lambda u: fm.logit_normal_density(u, 0.3, 0.9)  # noqa: E731 - the check can fail
+    # the check can fail:
+    wrong = lambda u: fm.logit_normal_density(u, 0.3, 0.9)  # noqa: E731
     with pytest.raises(AssertionError):
         assert_histogram_matches(t, wrong)
     grid = torch.linspace(1e-6, 1 - 1e-6, 200_001, dtype=torch.float64)
@@ -124,7 +127,7 @@ def test_sample_times_stay_on_the_path():
         fm.sample_times(4, lin, sampling="cosine")
 
 
-# ---------------------------------------------------------------- the loss and its minimizer
+# ----------------------------------------------------------- the loss and its minimizer
 
 
 def test_velocity_from_score_is_eq_18_symbolically():
@@ -158,9 +161,10 @@ def test_cfm_loss_is_dsm_loss_with_the_velocity_parameterization(path):
 
 
 def test_the_flow_matching_minimizer_is_the_marginal_velocity():
-    """Gaussian data on the linear path: the marginal velocity is linear in x, so least squares
-    on (x_t, eps - x0) samples finds it; the loss of the exact field is Var(target | x_t) in closed
-    form, and any other field pays E||delta||^2 on top (the loss is a conditional-mean regression)."""
+    """Gaussian data on the linear path: the marginal velocity is linear in x, so least
+    squares on (x_t, eps - x0) samples finds it; the loss of the exact field is
+    Var(target | x_t) in closed form, and any other field pays E||delta||^2 on top (the
+    loss is a conditional-mean regression)."""
     data, lin, n = gaussian_data(), LinearPath(), 400_000
     gen = torch.Generator().manual_seed(4)
     x0 = data.sample(n, generator=gen, dtype=torch.float64)
@@ -226,7 +230,7 @@ def test_cfm_loss_trains_a_model_towards_the_exact_velocity():
     assert error() < 0.1 * before
 
 
-# ---------------------------------------------------------------- reflow, straightness, transfer
+# ------------------------------------------------------- reflow, straightness, transfer
 
 
 def test_straightness_of_known_curves():
@@ -259,7 +263,8 @@ def test_straightness_of_known_curves():
 
 
 def test_a_point_mass_flows_in_straight_lines_on_the_linear_path_only():
-    """Data = one point: the linear path's ODE paths are straight (S ~ 0), the VP SDE's are not."""
+    """Data = one point: the linear path's ODE paths are straight (S ~ 0), the VP SDE's
+    are not."""
     point = toy.GaussianMixture(
         [1.0], [[0.5, -0.3]], (1e-10 * torch.eye(2, dtype=torch.float64))[None]
     )
@@ -270,7 +275,7 @@ def test_a_point_mass_flows_in_straight_lines_on_the_linear_path_only():
     for name, path in (("linear", LinearPath()), ("vp", VPSDE())):
         ts, xs = [], []
         fm.integrate(
-            samplers.ode_heun,
+            ode_solvers.ode_heun,
             path,
             point.score_fn(path),
             noise,
@@ -288,9 +293,11 @@ def test_reflow_pairs_and_loss():
     eps = torch.randn(
         128, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64
     )
-    x0, same = fm.reflow_pairs(samplers.ode_heun, lin, data.score_fn(lin), eps, 50)
+    x0, same = fm.reflow_pairs(ode_solvers.ode_heun, lin, data.score_fn(lin), eps, 50)
     assert same is eps
-    torch.testing.assert_close(x0, samplers.ode_heun(lin, data.score_fn(lin), eps, 50))
+    torch.testing.assert_close(
+        x0, ode_solvers.ode_heun(lin, data.score_fn(lin), eps, 50)
+    )
     model = lambda x, t: x * 0.1  # noqa: E731
     loss, _ = fm.reflow_loss(
         model, (x0, eps), lin, generator=torch.Generator().manual_seed(8)
@@ -300,7 +307,7 @@ def test_reflow_pairs_and_loss():
     )
     expected, _ = fm.velocity_regression(model, x0, eps, t, lin)
     torch.testing.assert_close(loss, expected)
-    with pytest.raises(ValueError, match="one shape"):
+    with pytest.raises(ValueError, match="eps.*one shape"):
         fm.reflow_loss(model, (x0, eps[:3]), lin)
 
 
@@ -320,15 +327,19 @@ def test_transfer_score_gives_the_exact_score_of_the_other_path(source, target):
 
 
 def test_lam_weighting_of_rectified_flow():
-    """Uniform t, velocity loss, linear path: w(lam) = e^(-lam/2) / 2 (SD3's w_t = t / (1 - t) up to
-    their factor); with the eps parameterization w is the density of lam and integrates to 1."""
+    """Uniform t, velocity loss, linear path: w(lam) = e^(-lam/2) / 2 (SD3's w_t = t /
+    (1 - t) up to their factor); with the eps parameterization w is the density of lam
+    and integrates to 1."""
     lin = LinearPath()
     lam = torch.linspace(-12, 12, 2001, dtype=torch.float64)
     torch.testing.assert_close(
         fm.lam_weighting(lin, lam, "velocity"), torch.exp(-lam / 2) / 2
     )
     lam_all = torch.linspace(
-        float(lin.lam(lin.T)), 60, 200_001, dtype=torch.float64
+        float(lin.lam(torch.tensor(lin.T, dtype=torch.float64))),
+        60,
+        200_001,
+        dtype=torch.float64,
     )  # t in [0, T]
     density = fm.lam_weighting(lin, lam_all, "eps")
     assert abs(torch.trapezoid(density, lam_all).item() - lin.T) < 1e-6
@@ -344,9 +355,11 @@ def test_error_vs_nfe_counts_evaluations_and_converges():
     x = torch.randn(
         32, 2, generator=torch.Generator().manual_seed(9), dtype=torch.float64
     )
-    reference = samplers.ode_rk45(lin, data.score_fn(lin), x, 1, rtol=1e-10, atol=1e-10)
+    reference = ode_solvers.ode_rk45(
+        lin, data.score_fn(lin), x, 1, rtol=1e-10, atol=1e-10
+    )
     nfes, errors = fm.error_vs_nfe(
-        samplers.ode_heun, lin, data.score_fn(lin), x, (2, 4, 8, 16), reference
+        ode_solvers.ode_heun, lin, data.score_fn(lin), x, (2, 4, 8, 16), reference
     )
     assert nfes == [4, 8, 16, 32]
     assert all(b < a for a, b in zip(errors, errors[1:]))

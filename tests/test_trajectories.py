@@ -1,4 +1,4 @@
-"""oldschool.trajectories and oldschool.widgets: recorded paths, densities over time, animations, UIs."""
+"""oldschool.trajectories: recorded paths, densities over time, plots, animations."""
 
 import matplotlib
 
@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from oldschool import samplers, toy, trajectories, widgets  # noqa: E402
+from oldschool import ode_solvers, samplers, toy, trajectories  # noqa: E402
 from oldschool.sde import VESDE, VPSDE  # noqa: E402
 
 MIXTURE = toy.example_mixture()
@@ -26,11 +26,13 @@ def one_thread_and_close():
 def test_record_keeps_every_state():
     sde = VPSDE()
     x = sde.prior_sample((50, 2), generator=torch.Generator().manual_seed(0))
-    ts, xs = trajectories.record(samplers.ode_heun, sde, MIXTURE.score_fn(sde), x, 10)
+    ts, xs = trajectories.record(
+        ode_solvers.ode_heun, sde, MIXTURE.score_fn(sde), x, 10
+    )
     assert ts.shape == (11,) and xs.shape == (11, 50, 2)
     assert ts[0] == 1.0 and torch.equal(xs[0], x)
     torch.testing.assert_close(
-        xs[-1], samplers.ode_heun(sde, MIXTURE.score_fn(sde), x, 10)
+        xs[-1], ode_solvers.ode_heun(sde, MIXTURE.score_fn(sde), x, 10)
     )
     ts_f, xs_f = trajectories.record_forward(
         sde, xs[-1], 5, generator=torch.Generator().manual_seed(1)
@@ -86,23 +88,3 @@ def test_plots_and_animation():
     anim = trajectories.animate(ts, xs, MIXTURE, sde, frames=4)
     html = trajectories.to_html(anim).data
     assert "<script" in html and html.count("frames[") >= 4
-
-
-def test_widget_figures_and_uis():
-    fig = widgets.explorer_figure(
-        MIXTURE, widgets.make_sde("sub-VP"), sampler="ddim", steps=10, n_points=100
-    )
-    assert len(fig.axes) == 3 and "NFE 10" in fig.axes[2].get_title()
-    fig = widgets.sde_vs_ode_figure(
-        MIXTURE, widgets.make_sde("VE"), steps=10, n_points=100
-    )
-    assert len(fig.axes) == 3
-    with pytest.raises(ValueError, match="unknown SDE kind"):
-        widgets.make_sde("VX")
-    with pytest.raises(ValueError, match="unknown sampler"):
-        widgets.explorer_figure(MIXTURE, VPSDE(), sampler="rk4")
-    box = widgets.sde_explorer(
-        MIXTURE, learned=(VPSDE(), MIXTURE.score_fn(VPSDE())), n_points=100
-    )
-    assert len(box.children) == 2
-    assert widgets.sde_vs_ode_explorer(MIXTURE, n_points=100) is not None

@@ -1,4 +1,5 @@
-"""oldschool.widgets, the kernel explorers: they redraw what changed, only when it changed."""
+"""oldschool.widgets, the kernel explorers: they redraw what changed, only when it
+changed."""
 
 import matplotlib
 
@@ -8,11 +9,10 @@ import io  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from oldschool import explorer, toy, trajectories, widgets  # noqa: E402
-from oldschool.sde import VESDE, VPSDE, SubVPSDE  # noqa: E402
+from oldschool import explorer, toy, widgets  # noqa: E402
+from oldschool.sde import VPSDE  # noqa: E402
 
 MIXTURE = toy.example_mixture()
 
@@ -24,21 +24,9 @@ def _pixels(png):
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64)
 
 
-@pytest.mark.parametrize(
-    "sde", [VPSDE(), SubVPSDE(0.5, 10.0), VESDE()], ids=["vp", "subvp", "ve"]
-)
-def test_density_columns_match_density_over_time(sde):
-    """The one-expression density of the paths' background is trajectories.density_over_time."""
-    times = torch.tensor([1e-3, 0.05, 0.4, 1.0], dtype=torch.float64)
-    grid = torch.linspace(-2, 2, 41, dtype=torch.float64)
-    expected = trajectories.density_over_time(MIXTURE, sde, times, grid, normalize=True)
-    torch.testing.assert_close(
-        widgets.density_columns(MIXTURE, sde, times, grid), expected
-    )
-
-
 def test_controls_start_on_their_grids():
-    """Every slider's default is one of its values, so the frontend has nothing to snap and send."""
+    """Every slider's default is one of its values, so the frontend has nothing to snap
+    and send."""
     e = widgets.KernelExplorer(MIXTURE, n_points=100, view="sde")
     for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "steps"):
         control = e.controls[name]
@@ -115,3 +103,11 @@ def test_learned_score_and_bad_input():
     assert "learned score" in e.status.value
     with pytest.raises(ValueError, match="learned"):
         widgets.KernelExplorer(MIXTURE, learned=(vp,), n_points=100)
+
+
+def test_explorer_boxes():
+    box = widgets.sde_explorer(
+        MIXTURE, learned=(VPSDE(), MIXTURE.score_fn(VPSDE())), n_points=100
+    )
+    assert len(box.children) == 2
+    assert widgets.sde_vs_ode_explorer(MIXTURE, n_points=100) is not None
