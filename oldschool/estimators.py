@@ -22,14 +22,15 @@ import math
 import torch
 from scipy import integrate
 
+from . import checks
+
 
 def score_function_gradient(f, z, mu, sigma, baseline=0.0):
     """Per-sample REINFORCE estimates of d/dmu_1 E[f(z)], z ~ N(mu, sigma^2 I): (n,).
 
     z: samples (n,) for a 1-D q or (n, d); f maps them to (n,). baseline: the constant b.
     """
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    checks.number(sigma, "sigma", low=0, low_open=True)
     z1 = z if z.dim() == 1 else z[:, 0]  # the coordinate we differentiate against
     mu1 = mu if isinstance(mu, (int, float)) else mu[..., 0]
     return (f(z) - baseline) * (z1 - mu1) / sigma**2  # (f - b) * d log q / d mu_1
@@ -69,10 +70,8 @@ def quadratic_variances(d, a, sigma, baseline=None):
     With b = E[f] this is 8 a^2 + 10 sigma^2 + (d - 1)(4 a^2 + 2 sigma^2): linear in d.
     The reparameterized estimate 2 (z_1 - c_1) has variance 4 sigma^2 for every d.
     """
-    if not (isinstance(d, int) and d >= 1):
-        raise ValueError(f"d must be a positive int, got {d!r}")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    checks.number(d, "d", low=1, integer=True)
+    checks.number(sigma, "sigma", low=0, low_open=True)
     s2 = sigma**2
     if baseline is None:
         baseline = d * (a**2 + s2)

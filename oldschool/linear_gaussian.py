@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from . import checks
 from .gaussians import LOG_2PI, kl_multivariate
 
 
@@ -29,22 +30,9 @@ class LinearGaussian:
     """
 
     def __init__(self, W, b, s):
-        if not isinstance(W, torch.Tensor) or W.dim() != 2:
-            shape = tuple(W.shape) if isinstance(W, torch.Tensor) else type(W).__name__
-            raise ValueError(f"W must be a (D, k) tensor, got {shape}")
-        if not isinstance(b, torch.Tensor) or tuple(b.shape) != (W.shape[0],):
-            shape = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
-            raise ValueError(
-                f"b must have shape ({W.shape[0]},) to match W of shape {tuple(W.shape)}, got {shape}"
-            )
-        if (
-            isinstance(s, bool)
-            or not isinstance(s, (int, float))
-            or not (math.isfinite(s) and s > 0)
-        ):
-            raise ValueError(
-                f"s (the decoder's standard deviation) must be a positive finite number, got {s!r}"
-            )
+        checks.tensor(W, "W", shape=("D", "k"))
+        checks.tensor(b, "b", shape=(W.shape[0],))
+        checks.number(s, "s (the decoder's standard deviation)", low=0, low_open=True)
         self.W, self.b, self.s = W, b, float(s)
 
     @classmethod
@@ -64,44 +52,6 @@ class LinearGaussian:
 
     def __repr__(self):
         return f"LinearGaussian(data_dim={self.data_dim}, latent_dim={self.latent_dim}, s={self.s})"
-
-    # -- checks at the public boundary -------------------------------------------------------
-
-    def _check_x(self, x):
-        if (
-            not isinstance(x, torch.Tensor)
-            or x.dim() != 2
-            or x.shape[1] != self.data_dim
-        ):
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (N, {self.data_dim}), got {shape}")
-
-    def _check_q(self, x, q_mean, q_cov):
-        k = self.latent_dim
-        if not isinstance(q_mean, torch.Tensor) or tuple(q_mean.shape) != (
-            x.shape[0],
-            k,
-        ):
-            shape = (
-                tuple(q_mean.shape)
-                if isinstance(q_mean, torch.Tensor)
-                else type(q_mean).__name__
-            )
-            raise ValueError(
-                f"q_mean must have shape ({x.shape[0]}, {k}), one mean per data point, got {shape}"
-            )
-        if not isinstance(q_cov, torch.Tensor) or tuple(q_cov.shape) not in (
-            (k, k),
-            (x.shape[0], k, k),
-        ):
-            shape = (
-                tuple(q_cov.shape)
-                if isinstance(q_cov, torch.Tensor)
-                else type(q_cov).__name__
-            )
-            raise ValueError(
-                f"q_cov must have shape ({k}, {k}) or ({x.shape[0]}, {k}, {k}), got {shape}"
-            )
 
     # -- the model -----------------------------------------------------------------------------
 
@@ -125,7 +75,7 @@ class LinearGaussian:
 
     def log_likelihood(self, x, z):
         """log p(x|z) = log N(x; W z + b, s^2 I), notes eq. (4) with a linear decoder; shape (N,)."""
-        self._check_x(x)
+        checks.tensor(x, "x", shape=("N", self.data_dim))
         residual = x - z @ self.W.T - self.b  # (N, D)
         return -0.5 * (
             self.data_dim * (LOG_2PI + 2 * math.log(self.s))
@@ -139,7 +89,7 @@ class LinearGaussian:
 
     def log_evidence(self, x):
         """log p(x), the exact log-likelihood of eq. (2); shape (N,)."""
-        self._check_x(x)
+        checks.tensor(x, "x", shape=("N", self.data_dim))
         mean, cov = self.marginal()
         chol = torch.linalg.cholesky(cov)  # (D, D)
         maha = (
@@ -150,7 +100,7 @@ class LinearGaussian:
 
     def posterior(self, x):
         """The true posterior p(z|x) = N(M^-1 W^T (x - b), s^2 M^-1): (mean (N, k), cov (k, k))."""
-        self._check_x(x)
+        checks.tensor(x, "x", shape=("N", self.data_dim))
         eye = torch.eye(self.latent_dim, dtype=self.W.dtype, device=self.W.device)
         M = self.W.T @ self.W + self.s**2 * eye  # (k, k)
         mean = torch.linalg.solve(M, self.W.T @ (x - self.b).T).T  # (N, k)
@@ -164,8 +114,15 @@ class LinearGaussian:
         Minus the loss of notes eq. (8) with the expectation done exactly: for a linear decoder,
         E_q ||x - W z - b||^2 = ||x - W m - b||^2 + tr(W C W^T).
         """
-        self._check_x(x)
-        self._check_q(x, q_mean, q_cov)
+        checks.tensor(x, "x", shape=("N", self.data_dim))
+        n, k = x.shape[0], self.latent_dim
+        checks.tensor(q_mean, "q_mean", shape=(n, k))
+        cov_shape = (n, k, k) if getattr(q_cov, "ndim", 2) == 3 else (k, k)
+        checks.tensor(q_cov, "q_cov", shape=cov_shape)
+        return self._elbo(x, q_mean, q_cov)
+
+    def _elbo(self, x, q_mean, q_cov):
+        """``elbo`` past its door (``fit_q`` calls it once per step)."""
         residual = x - q_mean @ self.W.T - self.b  # (N, D)
         spread = (
             (self.W @ q_cov @ self.W.T).diagonal(dim1=-2, dim2=-1).sum(-1)
@@ -183,9 +140,11 @@ class LinearGaussian:
 
         An estimate that knows nothing of the closed form in ``elbo``: z = m + L eps, L L^T = C.
         """
-        self._check_x(x)
-        self._check_q(x, q_mean, q_cov)
-        n, k = q_mean.shape
+        checks.tensor(x, "x", shape=("N", self.data_dim))
+        n, k = x.shape[0], self.latent_dim
+        checks.tensor(q_mean, "q_mean", shape=(n, k))
+        cov_shape = (n, k, k) if getattr(q_cov, "ndim", 2) == 3 else (k, k)
+        checks.tensor(q_cov, "q_cov", shape=cov_shape)
         chol = torch.linalg.cholesky(q_cov)  # (k, k) or (N, k, k)
         eps = torch.randn(
             n_samples,
@@ -225,7 +184,7 @@ class LinearGaussian:
         diagonal: restrict q to diagonal covariances (the VAE family of eq. (3)) or allow a full one.
         Returns (elbo per step (steps, N), q_mean (N, k), q_cov (N, k, k)). Starts from q = N(0, I).
         """
-        self._check_x(x)
+        checks.tensor(x, "x", shape=("N", self.data_dim))
         n, k = x.shape[0], self.latent_dim
         mean = torch.zeros(n, k, dtype=x.dtype, device=x.device, requires_grad=True)
         log_diag = torch.zeros(
@@ -245,7 +204,7 @@ class LinearGaussian:
         optimizer = torch.optim.Adam(params, lr=lr)
         trace = []
         for _ in range(steps):
-            elbo = self.elbo(x, mean, covariance())  # (N,)
+            elbo = self._elbo(x, mean, covariance())  # (N,)
             optimizer.zero_grad()
             (-elbo.sum()).backward()
             optimizer.step()

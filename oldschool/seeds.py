@@ -18,16 +18,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-
-def _check_values(values, what="values"):
-    values = [float(v) for v in values]
-    if len(values) < 2:
-        raise ValueError(
-            f"{what}: need at least 2 seeds for a spread, got {len(values)}"
-        )
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{what} must be finite, got {values}")
-    return values
+from . import checks
 
 
 @dataclass(frozen=True)
@@ -44,9 +35,11 @@ class Summary:
 
 
 def summarize(values):
-    """Summary of per-seed values: mean, sd (n - 1 in the denominator), se = sd / sqrt(n)."""
-    values = _check_values(values)
+    """Summary of per-seed values: mean, sd (n - 1 in the denominator), se = sd/sqrt(n)."""
+    values = [checks.number(float(v), "values") for v in values]
     n = len(values)
+    if n < 2:
+        raise ValueError(f"values: need at least 2 seeds for a spread, got {n}")
     mean = sum(values) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     return Summary(mean, sd, sd / math.sqrt(n), n)
@@ -88,7 +81,8 @@ def compare(a, b, level=0.95):
     Returns a ``Comparison`` of d_s = a_s - b_s; ``.holds`` is the one-sided paired t-test
     at ``level``. Larger is better: pass (b, a) to test "a is smaller".
     """
-    a, b = _check_values(a, "a"), _check_values(b, "b")
+    a = [checks.number(float(v), "a") for v in a]
+    b = [checks.number(float(v), "b") for v in b]
     if len(a) != len(b):
         raise ValueError(
             f"a and b need one value per seed each, got {len(a)} and {len(b)}"

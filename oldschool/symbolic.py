@@ -7,6 +7,8 @@ them with the closed forms the notes state (and with the code in ``oldschool``).
 
 import sympy as sp
 
+from . import checks
+
 
 def gaussian_nll_1d():
     """-log N(x | x_hat, sigma^2) for one coordinate, from the density (notes eq. (4)).
@@ -218,8 +220,7 @@ def kl_diagonal_nd(dim):
     That the result is a sum of one-coordinate KLs is then something to check, not assume.
     Returns (kl, (mus, sigmas)) with the tuples of symbols mu_1.. and sigma_1.. (the encoder's).
     """
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    checks.number(dim, "dim", low=1, integer=True)
     zs = sp.symbols(f"z_1:{dim + 1}", real=True)
     mus = sp.symbols(f"mu_1:{dim + 1}", real=True)
     sigmas = sp.symbols(f"sigma_1:{dim + 1}", positive=True)

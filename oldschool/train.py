@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from . import config
+from . import checks, config
 
 
 class EMA:
@@ -132,10 +132,8 @@ def train(
         on a GPU without bf16, float32 in CPU mode). float16 scales the loss (GradScaler).
     The device is the model's; weights, gradients and optimizer state stay float32.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    checks.number(steps, "steps", low=1, integer=True)
+    checks.number(batch_size, "batch_size", low=1, integer=True)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -146,10 +144,9 @@ def train(
     history = History(ema=ema)
     if precision is None:
         precision = config.autocast_dtype(device.type) or torch.float32
-    if precision not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(
-            f"precision must be torch.float32, bfloat16 or float16, got {precision!r}"
-        )
+    checks.one_of(
+        precision, "precision", (torch.float32, torch.bfloat16, torch.float16)
+    )
     autocast = torch.autocast(
         device.type, dtype=precision, enabled=precision != torch.float32
     )

@@ -143,11 +143,14 @@ def test_orthogonal_loadings_give_a_diagonal_posterior():
 def test_bad_inputs_give_clear_errors(model_and_data):
     model, x = model_and_data
     W = model.W
-    with pytest.raises(ValueError, match=r"W must be a \(D, k\) tensor"):
+    with pytest.raises(ValueError, match=r"W must have shape \(D, k\)"):
         LinearGaussian(W[0], model.b, 0.5)
     with pytest.raises(ValueError, match="b must have shape"):
         LinearGaussian(W, model.b[:2], 0.5)
-    with pytest.raises(ValueError, match="positive finite"):
+    with pytest.raises(
+        ValueError,
+        match=r"s \(the decoder's standard deviation\) must lie in \(0, inf\]",
+    ):
         LinearGaussian(W, model.b, 0.0)
     with pytest.raises(ValueError, match=r"x must have shape \(N, 5\)"):
         model.log_evidence(x[:, :3])

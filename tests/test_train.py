@@ -128,7 +128,7 @@ def test_callable_data_source():
 def test_bad_arguments_are_named():
     model = torch.nn.Linear(3, 1)
     x, y = _regression()
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match=r"steps must lie in \[1, inf\], got 0"):
         train.train(model, _loss, (x, y), steps=0, batch_size=4)
     with pytest.raises(ValueError, match="disagree on length"):
         train.train(model, _loss, (x, y[:10]), steps=1, batch_size=4)
