@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from oldschool import autoencoders, gaussians
+from oldschool import autoencoders, data, gaussians, seeds
 
 
 @pytest.mark.parametrize(
@@ -305,3 +305,64 @@ def test_a_broken_importance_weight_is_caught_by_the_grid(tiny_vae, monkeypatch)
         model, x, sigma=0.5, n_samples=5000, generator=torch.Generator().manual_seed(12)
     )
     assert not torch.allclose(broken, exact, atol=0.02)
+
+
+# The chapters' checks, shown failing on broken input (see book/checks.md) ---------
+
+
+def test_ch1_training_check_fails_on_an_untrained_model():
+    images = data.digits()
+    baseline = (images - images.mean(0)).pow(2).flatten(1).sum(1).mean().item()
+    torch.manual_seed(0)
+    untrained = autoencoders.AE(tuple(images.shape[1:]), latent_dim=2, hidden=64)
+    with torch.no_grad():
+        mse = (images - untrained(images)).pow(2).flatten(1).sum(1).mean().item()
+    assert (
+        not mse < 0.5 * baseline
+    )  # the chapter asserts every trained seed passes this
+
+
+def test_ch2_bound_check_fails_with_a_dropped_factor(tiny_vae):
+    """ELBO <= log p(x) (quadrature) holds; with the 1/(2 sigma^2) dropped (eq. (10)'s way) it breaks."""
+    model, x = tiny_vae
+    sigma = 0.2
+    log_px = autoencoders.grid_log_likelihood(model, x, sigma, half_width=7.0, n=301)
+    g = torch.Generator().manual_seed(2)
+    elbo = autoencoders.elbo_per_image(
+        model, x, sigma=sigma, n_samples=2000, generator=g
+    )
+    with torch.no_grad():
+        q = model.encode(x)
+        squared = torch.stack(
+            [
+                (x - model.decode(q.sample(generator=g))).pow(2).flatten(1).sum(1)
+                for _ in range(2000)
+            ]
+        ).mean(0)  # E_q ||x - x_hat||^2, (B,)
+    dropped = (
+        elbo + squared / (2 * sigma**2) - squared
+    )  # the squared error not divided by 2 sigma^2
+    assert torch.all(elbo < log_px)
+    assert not torch.all(dropped < log_px)
+
+
+def test_ch2_amortization_claim_fails_without_fitting(tiny_vae):
+    model, x = tiny_vae
+    g = torch.Generator().manual_seed(3)
+    fitted = autoencoders.fit_posterior(
+        model, x, sigma=0.5, steps=300, n_samples=16, generator=g
+    )
+    elbo_enc = autoencoders.elbo_per_image(
+        model, x, sigma=0.5, n_samples=4000, generator=g
+    )
+    elbo_fit = autoencoders.elbo_per_image(
+        model, x, sigma=0.5, n_samples=4000, generator=g, posterior=fitted
+    )
+    assert seeds.compare(elbo_fit.tolist(), elbo_enc.tolist()).holds
+    unfitted = autoencoders.fit_posterior(
+        model, x, sigma=0.5, steps=0, generator=g
+    )  # = the encoder
+    elbo_unfit = autoencoders.elbo_per_image(
+        model, x, sigma=0.5, n_samples=4000, generator=g, posterior=unfitted
+    )
+    assert not seeds.compare(elbo_unfit.tolist(), elbo_enc.tolist()).holds
