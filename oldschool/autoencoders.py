@@ -38,7 +38,10 @@ def mlp(sizes):
 
 
 class MLPDecoder(nn.Module):
-    """x_hat_theta(z): the mean of the Gaussian decoder p_theta(x|z) of eq. (4), in [-1, 1]."""
+    """x_hat_theta(z): the mean of the Gaussian decoder p_theta(x|z) of eq. (4).
+
+    An MLP from the code z (B, latent_dim) to images in [-1, 1] (B, C, H, W).
+    """
 
     def __init__(self, image_shape, latent_dim, hidden):
         super().__init__()
@@ -98,7 +101,7 @@ class StochasticAE(AE):
 
 
 class VAE(StochasticAE):
-    """The networks of ``StochasticAE``; what makes it a VAE is ``vae_loss``'s KL term."""
+    """The networks of ``StochasticAE``; what makes it a VAE is ``vae_loss``'s KL."""
 
 
 # The losses on tensors: what the notes write down.
@@ -168,8 +171,9 @@ def vae_loss(model, x, beta=1.0, sigma=1.0):
     return loss, {**parts, "encoder_sigma": q.std.mean().detach()}
 
 
-# What chapter 2 measures on a trained model: the ELBO per image, log p(x) by importance
-# sampling (so the gap can be seen), the aggregate posterior, and which latents are in use.
+# What chapter 2 measures on a trained model: the ELBO per image, log p(x) by
+# importance sampling (so the gap can be seen), the aggregate posterior, and which
+# latents are in use.
 # Each checks its input once; the loops inside call the networks directly.
 
 A_VAE = "a VAE (or StochasticAE) with a Gaussian encoder"

@@ -27,7 +27,8 @@ def gaussian_nll(x, mean, logvar):
     """-log N(x | mean, exp(logvar)) summed over all but the batch dim.
 
     notes eq. (4)-(5): with a fixed logvar = log sigma^2 this is
-    ||x - mean||^2 / (2 sigma^2) + (D/2) log(2 pi sigma^2): squared error plus a constant.
+    ||x - mean||^2 / (2 sigma^2) + (D/2) log(2 pi sigma^2): squared error plus a
+    constant.
     ``logvar`` may be a tensor shaped like ``x`` or a float (one sigma for every pixel).
     """
     if not isinstance(logvar, torch.Tensor):
@@ -211,7 +212,8 @@ def fit_gaussian(z):
     checks.tensor(z, "z", shape=("N", "D"))
     if z.shape[0] <= z.shape[1]:
         raise ValueError(
-            f"need more points than dimensions to fit a covariance, got {tuple(z.shape)}"
+            "need more points than dimensions to fit a covariance, got "
+            f"{tuple(z.shape)}"
         )
     mean = z.mean(0)  # (D,)
     centred = z - mean  # (N, D)

@@ -1,15 +1,17 @@
-"""A linear-Gaussian latent model (probabilistic PCA), where every term of the ELBO is exact.
+"""A linear-Gaussian latent model (probabilistic PCA): every term of the ELBO is exact.
 
     z ~ N(0, I_k),    x | z ~ N(W z + b, s^2 I_D)        (Tipping & Bishop 1999)
 
-This is the model of notes eq. (2) with a linear decoder, and everything chapter 2 checks
-has a closed form (Bishop 2006, sec. 12.2):
+This is the model of notes eq. (2) with a linear decoder, and everything chapter 2
+checks has a closed form (Bishop 2006, sec. 12.2):
 
 * the evidence of eq. (2):  p(x) = N(x; b, W W^T + s^2 I_D);
-* the true posterior:       p(z|x) = N(M^-1 W^T (x - b), s^2 M^-1),  M = W^T W + s^2 I_k;
+* the true posterior:       p(z|x) = N(M^-1 W^T (x - b), s^2 M^-1),
+                            M = W^T W + s^2 I_k;
 * the ELBO of any Gaussian q(z|x) = N(m, C), which is minus the loss of eq. (8):
       ELBO(q) = E_q[log p(x|z)] - KL(q || N(0, I)),
-      E_q[log p(x|z)] = -D/2 log(2 pi s^2) - (||x - W m - b||^2 + tr(W C W^T)) / (2 s^2).
+      E_q[log p(x|z)] = -D/2 log(2 pi s^2)
+                        - (||x - W m - b||^2 + tr(W C W^T)) / (2 s^2).
 
 So log p(x) = ELBO(q) + KL(q || p(z|x)) can be checked to rounding error. Everything is
 batched over data points x of shape (N, D); work in float64.
@@ -24,9 +26,10 @@ from .gaussians import LOG_2PI, kl_multivariate
 
 
 class LinearGaussian:
-    """z ~ N(0, I_k), x | z ~ N(W z + b, s^2 I_D): probabilistic PCA (Tipping & Bishop 1999).
+    """z ~ N(0, I_k), x | z ~ N(W z + b, s^2 I_D): probabilistic PCA.
 
-    W: (D, k) loading matrix; b: (D,) offset; s: the decoder's standard deviation (a float).
+    Tipping & Bishop 1999. W: (D, k) loading matrix; b: (D,) offset; s: the decoder's
+    standard deviation (a float).
     """
 
     def __init__(self, W, b, s):
@@ -51,9 +54,12 @@ class LinearGaussian:
         return self.W.shape[1]
 
     def __repr__(self):
-        return f"LinearGaussian(data_dim={self.data_dim}, latent_dim={self.latent_dim}, s={self.s})"
+        return (
+            f"LinearGaussian(data_dim={self.data_dim}, latent_dim={self.latent_dim}, "
+            f"s={self.s})"
+        )
 
-    # -- the model -----------------------------------------------------------------------------
+    # -- the model ------------------------------------------------------------------
 
     def sample(self, n, generator=None):
         """n draws (x, z) from the joint: z ~ N(0, I), then x ~ N(W z + b, s^2 I)."""
@@ -74,7 +80,7 @@ class LinearGaussian:
         return z @ self.W.T + self.b + self.s * noise, z  # (n, D), (n, k)
 
     def log_likelihood(self, x, z):
-        """log p(x|z) = log N(x; W z + b, s^2 I), notes eq. (4) with a linear decoder; shape (N,)."""
+        """log p(x|z) = log N(x; W z + b, s^2 I), notes eq. (4) made linear: (N,)."""
         checks.tensor(x, "x", shape=("N", self.data_dim))
         residual = x - z @ self.W.T - self.b  # (N, D)
         return -0.5 * (
@@ -99,19 +105,23 @@ class LinearGaussian:
         return -0.5 * (self.data_dim * LOG_2PI + logdet + maha)
 
     def posterior(self, x):
-        """The true posterior p(z|x) = N(M^-1 W^T (x - b), s^2 M^-1): (mean (N, k), cov (k, k))."""
+        """The true posterior p(z|x) = N(M^-1 W^T (x - b), s^2 M^-1).
+
+        Returns (mean (N, k), cov (k, k)).
+        """
         checks.tensor(x, "x", shape=("N", self.data_dim))
         eye = torch.eye(self.latent_dim, dtype=self.W.dtype, device=self.W.device)
         M = self.W.T @ self.W + self.s**2 * eye  # (k, k)
         mean = torch.linalg.solve(M, self.W.T @ (x - self.b).T).T  # (N, k)
         return mean, self.s**2 * torch.linalg.inv(M)
 
-    # -- the ELBO --------------------------------------------------------------------------------
+    # -- the ELBO -------------------------------------------------------------------
 
     def elbo(self, x, q_mean, q_cov):
-        """ELBO(q) = E_q[log p(x|z)] - KL(q || N(0, I)) for q = N(q_mean, q_cov), in closed form; (N,).
+        """ELBO(q) = E_q[log p(x|z)] - KL(q || N(0, I)) for q = N(q_mean, q_cov): (N,).
 
-        Minus the loss of notes eq. (8) with the expectation done exactly: for a linear decoder,
+        In closed form: minus the loss of notes eq. (8) with the expectation done
+        exactly, for a linear decoder
         E_q ||x - W z - b||^2 = ||x - W m - b||^2 + tr(W C W^T).
         """
         checks.tensor(x, "x", shape=("N", self.data_dim))
@@ -136,9 +146,10 @@ class LinearGaussian:
         return expected_ll - kl_multivariate(q_mean, q_cov, zeros, eye)
 
     def elbo_monte_carlo(self, x, q_mean, q_cov, n_samples, generator=None):
-        """Monte Carlo estimate of E_q[log p(x|z) + log p(z) - log q(z)]: (mean (N,), standard error (N,)).
+        """Monte Carlo estimate of E_q[log p(x|z) + log p(z) - log q(z)].
 
-        An estimate that knows nothing of the closed form in ``elbo``: z = m + L eps, L L^T = C.
+        Returns (mean (N,), standard error (N,)). An estimate that knows nothing of the
+        closed form in ``elbo``: z = m + L eps, L L^T = C.
         """
         checks.tensor(x, "x", shape=("N", self.data_dim))
         n, k = x.shape[0], self.latent_dim
@@ -167,22 +178,24 @@ class LinearGaussian:
         return w.mean(0), w.std(0) / math.sqrt(n_samples)
 
     def mean_field_posterior(self, x):
-        """The best *diagonal* Gaussian q(z|x), the most a VAE's encoder family can reach: (mean, cov).
+        """The best *diagonal* Gaussian q(z|x), the most a VAE's encoder can reach.
 
-        For a Gaussian posterior with precision Lambda = M / s^2, the diagonal q minimizing
-        KL(q || p(z|x)) has the posterior's mean and variances 1 / Lambda_ii (Bishop 2006,
-        sec. 10.1.2). The gap it leaves is 1/2 (sum_i log Lambda_ii - log det Lambda) >= 0,
-        zero only when Lambda is diagonal.
+        Returns (mean, cov). For a Gaussian posterior with precision Lambda = M / s^2,
+        the diagonal q minimizing KL(q || p(z|x)) has the posterior's mean and variances
+        1 / Lambda_ii (Bishop 2006, sec. 10.1.2). The gap it leaves is
+        1/2 (sum_i log Lambda_ii - log det Lambda) >= 0, zero only when Lambda is
+        diagonal.
         """
         mean, cov = self.posterior(x)
         precision = torch.linalg.inv(cov)  # Lambda, (k, k)
         return mean, torch.diag(1.0 / precision.diagonal())
 
     def fit_q(self, x, diagonal, steps=300, lr=0.05):
-        """Maximize the ELBO over a Gaussian q for each x by gradient ascent, as an encoder would.
+        """Maximize the ELBO over a Gaussian q for each x by gradient ascent.
 
-        diagonal: restrict q to diagonal covariances (the VAE family of eq. (3)) or allow a full one.
-        Returns (elbo per step (steps, N), q_mean (N, k), q_cov (N, k, k)). Starts from q = N(0, I).
+        As an encoder would, but per data point. diagonal: restrict q to diagonal
+        covariances (the VAE family of eq. (3)) or allow a full one. Starts from
+        q = N(0, I). Returns (elbo per step (steps, N), q_mean (N, k), q_cov (N, k, k)).
         """
         checks.tensor(x, "x", shape=("N", self.data_dim))
         n, k = x.shape[0], self.latent_dim

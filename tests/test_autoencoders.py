@@ -194,7 +194,8 @@ def test_importance_estimate_is_the_elbo_for_one_sample_on_average(tiny_vae):
         model, x.repeat(n, 1, 1, 1), sigma=0.5, n_samples=1, generator=g
     )
     draws = draws.view(n, len(x))
-    # K = 1 importance weights against one-sample ELBOs: two independent estimates of the same mean
+    # K = 1 importance weights against one-sample ELBOs: two independent estimates of
+    # the same mean
     elbo = autoencoders.elbo_per_image(
         model, x.repeat(n, 1, 1, 1), sigma=0.5, generator=g
     ).view(n, len(x))
@@ -323,7 +324,8 @@ def test_ch1_training_check_fails_on_an_untrained_model():
 
 
 def test_ch2_bound_check_fails_with_a_dropped_factor(tiny_vae):
-    """ELBO <= log p(x) (quadrature) holds; with the 1/(2 sigma^2) dropped (eq. (10)'s way) it breaks."""
+    """ELBO <= log p(x) (quadrature) holds; it breaks with the 1/(2 sigma^2) dropped
+    (eq. (10)'s way)."""
     model, x = tiny_vae
     sigma = 0.2
     log_px = autoencoders.grid_log_likelihood(model, x, sigma, half_width=7.0, n=301)

@@ -1,4 +1,4 @@
-"""oldschool.estimators: the two gradient estimators of chapter 1 and their exact variances."""
+"""oldschool.estimators: chapter 1's gradient estimators and their exact variances."""
 
 import math
 
@@ -75,7 +75,8 @@ def _variance_se(samples):
 
 
 def _mc_matches(samples, mean, variance):
-    """ch1 (ch1-variance, ch1-dimension): Monte Carlo mean and variance within 4 standard errors."""
+    """ch1 (ch1-variance, ch1-dimension): Monte Carlo mean and variance within 4
+    standard errors."""
     n = len(samples)
     return abs(samples.mean().item() - mean) < 4 * samples.std().item() / math.sqrt(
         n
@@ -92,7 +93,7 @@ def test_ch1_score_function_check_fails_with_a_flipped_sign():
 
 
 def test_ch1_dimension_check_fails_with_a_dropped_term():
-    """Drop the (d - 1) Var R term of the closed form: Monte Carlo disagrees at d = 16."""
+    """Drop the closed form's (d - 1) Var R term: Monte Carlo disagrees at d = 16."""
     a, sigma, d, n = -1.3, 0.5, 16, 20_000
     _, score_b = estimators.quadratic_estimates(
         d, a, sigma, n, generator=torch.Generator().manual_seed(1)
@@ -104,7 +105,7 @@ def test_ch1_dimension_check_fails_with_a_dropped_term():
 
 
 def test_ch1_reparameterized_check_fails_with_a_missing_half_in_the_std():
-    """A sample with std = exp(logvar) instead of exp(logvar / 2) gives a biased d/dsigma."""
+    """A sample with std = exp(logvar), not exp(logvar / 2), gives a biased d/dsigma."""
     mu, sigma, n = 0.7, 0.5, 20_000
     eps = torch.randn(
         n, generator=torch.Generator().manual_seed(2), dtype=torch.float64

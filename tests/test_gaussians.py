@@ -1,4 +1,5 @@
-"""oldschool.gaussians: closed forms against Monte Carlo and torch.distributions, gradients, errors."""
+"""oldschool.gaussians: closed forms against Monte Carlo and torch.distributions,
+gradients, errors."""
 
 import math
 
@@ -17,7 +18,7 @@ def random_pair(shape, seed, dtype=torch.float64):
 
 
 def repeat(q, n):
-    """The same Gaussians n times over: batch B -> n * B (row i * B + b is copy i of row b)."""
+    """The same Gaussians n times over: batch B -> n * B (row i * B + b copies b)."""
     expand = lambda t: t.expand(n, *t.shape).reshape(n * t.shape[0], *t.shape[1:])
     return DiagonalGaussian(expand(q.mean), expand(q.logvar))
 

@@ -1,4 +1,4 @@
-"""oldschool.linear_gaussian: the identities of the ELBO on a model where everything is exact."""
+"""oldschool.linear_gaussian: the ELBO's identities on a model where all is exact."""
 
 import pytest
 import torch
@@ -48,7 +48,8 @@ def test_log_evidence_is_the_prior_expectation_of_the_likelihood(model_and_data)
 
 
 def test_posterior_is_gaussian_conditioning_of_the_joint(model_and_data):
-    # joint of (z, x): [[I, W^T], [W, W W^T + s^2 I]]; condition on x by the Schur complement
+    # joint of (z, x): [[I, W^T], [W, W W^T + s^2 I]]; condition on x by the Schur
+    # complement
     model, x = model_and_data
     _, cov_x = model.marginal()
     gain = model.W.T @ torch.linalg.inv(cov_x)  # (k, D)

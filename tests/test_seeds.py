@@ -1,4 +1,4 @@
-"""oldschool.seeds: per-seed summaries and the paired comparison behind every "A beats B"."""
+"""oldschool.seeds: per-seed summaries and the paired comparison behind "A beats B"."""
 
 import math
 
@@ -49,7 +49,8 @@ def test_ch1_shrink_claim_fails_when_sigma_did_not_move():
 
 
 def test_ch3_channel_claim_fails_on_one_noisy_seed_set():
-    """The earlier edition's 4 vs 16 channels result: +0.53, +1.34, -0.36 dB is not a finding."""
+    """The earlier edition's 4 vs 16 channels result, +0.53, +1.34, -0.36 dB, is not a
+    finding."""
     gains = [0.53, 1.34, -0.36]
     assert not seeds.compare(gains, [0.0, 0.0, 0.0]).holds
     assert seeds.compare([0.9, 1.1, 1.0], [0.0, 0.0, 0.0]).holds

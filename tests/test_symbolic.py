@@ -219,7 +219,8 @@ def test_diffusion_step_kl_is_half_snr_gap_times_squared_error():
             a_t: float(sde.alpha(t_time)),
             s_t: float(sde.sigma(t_time)),
         }
-        # posterior by Gaussian conditioning of the joint (x_s, x_t) given x0: an independent route
+        # posterior by Gaussian conditioning of the joint (x_s, x_t) given x0: an
+        # independent route
         a_ts = values[a_t] / values[a_s]
         cov_st, var_t = a_ts * values[s_s] ** 2, values[s_t] ** 2
         x0_v, x_t_v, x0_hat_v = torch.randn(
