@@ -176,15 +176,7 @@ def vae_loss(model, x, beta=1.0, sigma=1.0):
 # latents are in use.
 # Each checks its input once; the loops inside call the networks directly.
 
-A_VAE = "a VAE (or StochasticAE) with a Gaussian encoder"
-
-
-def _one_q_per_image(posterior, x, model):
-    """A posterior given in place of the encoder's: one row of q per image."""
-    checks.instance(posterior, "posterior", DiagonalGaussian)
-    shape = (x.shape[0], model.latent_dim)
-    checks.tensor(posterior.mean, "posterior.mean (one q per image)", shape=shape)
-    return posterior
+_GAUSSIAN_ENCODER = "a VAE (or StochasticAE) with a Gaussian encoder"
 
 
 @torch.no_grad()
@@ -196,13 +188,14 @@ def elbo_per_image(model, x, sigma=1.0, n_samples=1, generator=None, posterior=N
     posterior: the q to evaluate (a DiagonalGaussian, one row per image); None means the
     model's encoder, q_phi(z|x).
     """
-    checks.instance(model, "model", StochasticAE, A_VAE)
+    checks.instance(model, "model", StochasticAE, _GAUSSIAN_ENCODER)
     checks.number(sigma, "sigma", low=0, low_open=True)
-    checks.tensor(x, "x", shape=("B", *model.image_shape))
     if posterior is None:
-        q = model.encode(x)
-    else:
-        q = _one_q_per_image(posterior, x, model)
+        q = model.encode(x)  # checks x
+    else:  # one q per image
+        checks.tensor(x, "x", shape=("B", *model.image_shape))
+        q = checks.instance(posterior, "posterior", DiagonalGaussian)
+        checks.tensor(q.mean, "posterior.mean", shape=(x.shape[0], model.latent_dim))
     log_lik = torch.stack(
         [
             -gaussian_nll(
@@ -224,7 +217,7 @@ def fit_posterior(model, x, sigma=1.0, steps=200, lr=0.05, n_samples=8, generato
     diagonal family (Cremer et al. 2018, "Inference suboptimality in VAEs"; notes
     eq. (8)). Returns a DiagonalGaussian.
     """
-    checks.instance(model, "model", StochasticAE, A_VAE)
+    checks.instance(model, "model", StochasticAE, _GAUSSIAN_ENCODER)
     checks.number(sigma, "sigma", low=0, low_open=True)
     with torch.no_grad():
         q = model.encode(x)
@@ -273,7 +266,7 @@ def grid_log_likelihood(model, x, sigma, half_width=6.0, n=481, chunk=64):
     enough to hold its mass. Only for 2-D latents; ``chunk`` images are compared with
     the grid at once.
     """
-    checks.instance(model, "model", StochasticAE, A_VAE)
+    checks.instance(model, "model", StochasticAE, _GAUSSIAN_ENCODER)
     checks.number(sigma, "sigma", low=0, low_open=True)
     checks.tensor(x, "x", shape=("B", *model.image_shape))
     if model.latent_dim != 2:
@@ -309,14 +302,15 @@ def importance_log_likelihood(
     ``fit_posterior``'s) in place of the encoder; any proposal gives the same log p(x)
     in the limit, which is what makes the estimate checkable.
     """
-    checks.instance(model, "model", StochasticAE, A_VAE)
+    checks.instance(model, "model", StochasticAE, _GAUSSIAN_ENCODER)
     checks.number(sigma, "sigma", low=0, low_open=True)
     checks.number(n_samples, "n_samples", low=1, integer=True)
-    checks.tensor(x, "x", shape=("B", *model.image_shape))
     if proposal is None:
-        q = model.encode(x)
-    else:
-        q = _one_q_per_image(proposal, x, model)
+        q = model.encode(x)  # checks x
+    else:  # one q per image
+        checks.tensor(x, "x", shape=("B", *model.image_shape))
+        q = checks.instance(proposal, "proposal", DiagonalGaussian)
+        checks.tensor(q.mean, "proposal.mean", shape=(x.shape[0], model.latent_dim))
     batch = x.shape[0]
     log_w = []
     for start in range(0, n_samples, chunk):
@@ -359,7 +353,7 @@ def latent_usage(model, x, threshold=0.01):
         0.01).
     active_units: how many are active.
     """
-    checks.instance(model, "model", StochasticAE, A_VAE)
+    checks.instance(model, "model", StochasticAE, _GAUSSIAN_ENCODER)
     q = model.encode(x)
     kl_per_dim = kl_standard_normal_elementwise(q.mean, q.logvar).mean(0)  # (d,)
     activity = q.mean.var(0)  # (d,)
