@@ -110,3 +110,14 @@ def times(t, name="t", *, t_max=1.0, like=None):
             f"[{t.min().item():.4g}, {t.max().item():.4g}]"
         )
     return t
+
+
+def instance(value, name, cls, what=None):
+    """``value`` if it is an instance of ``cls``, else a ``TypeError`` naming ``what``.
+
+    what: how the message names the expected kind (default: the class's name).
+    """
+    if not isinstance(value, cls):
+        what = what or f"a {cls.__name__}"
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    return value

@@ -1,4 +1,6 @@
-"""Two Monte Carlo estimators of a gradient through sampling, and their variances (ch. 1).
+"""Two Monte Carlo estimators of a gradient through sampling, and their variances.
+
+Chapter 1.
 
 For z ~ q = N(mu, sigma^2 I) and a function f, the gradient g = d/dmu_1 E_q[f(z)] can be
 estimated per sample in two unbiased ways:
@@ -6,15 +8,15 @@ estimated per sample in two unbiased ways:
 * reparameterized (notes eq. (6); Kingma & Welling 2014): z = mu + sigma * eps, and
   g_hat = d f(mu + sigma * eps) / d mu_1, which autograd computes;
 * score function / REINFORCE (Williams 1992; Mohamed et al. 2020, sec. 4):
-  g_hat = (f(z) - b) * d/dmu_1 log q(z) = (f(z) - b) (z_1 - mu_1) / sigma^2, with a constant
-  baseline b (b = 0 is the plain estimator; any constant keeps it unbiased, since
-  E_q[d log q] = 0, and b = E_q[f] is the usual choice).
+  g_hat = (f(z) - b) * d/dmu_1 log q(z) = (f(z) - b) (z_1 - mu_1) / sigma^2, with a
+  constant baseline b (b = 0 is the plain estimator; any constant keeps it unbiased,
+  since E_q[d log q] = 0, and b = E_q[f] is the usual choice).
 
 ``exact_gradient_and_variances`` gives, for a 1-D f, the exact gradient and both
 estimators' exact per-sample variances by quadrature, so the Monte Carlo numbers the
 chapter prints can be checked. ``quadratic_variances`` gives them in closed form for
-f(z) = ||z - c||^2 in d dimensions, where the score-function variance grows linearly in d
-and the reparameterized one does not depend on d.
+f(z) = ||z - c||^2 in d dimensions, where the score-function variance grows linearly
+in d and the reparameterized one does not depend on d.
 """
 
 import math
@@ -22,14 +24,16 @@ import math
 import torch
 from scipy import integrate
 
+from . import checks
+
 
 def score_function_gradient(f, z, mu, sigma, baseline=0.0):
     """Per-sample REINFORCE estimates of d/dmu_1 E[f(z)], z ~ N(mu, sigma^2 I): (n,).
 
-    z: samples (n,) for a 1-D q or (n, d); f maps them to (n,). baseline: the constant b.
+    z: samples (n,) for a 1-D q or (n, d); f maps them to (n,).
+    baseline: the constant b.
     """
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    checks.number(sigma, "sigma", low=0, low_open=True)
     z1 = z if z.dim() == 1 else z[:, 0]  # the coordinate we differentiate against
     mu1 = mu if isinstance(mu, (int, float)) else mu[..., 0]
     return (f(z) - baseline) * (z1 - mu1) / sigma**2  # (f - b) * d log q / d mu_1
@@ -47,7 +51,8 @@ def exact_gradient_and_variances(f, df, mu, sigma, baseline=0.0):
     """(gradient, var reparameterized, var score function) for a 1-D f, by quadrature.
 
     f, df: the function and its derivative, on floats. gradient = E[f'(z)];
-    var reparameterized = Var[f'(z)]; var score function = Var[(f(z) - b)(z - mu)/sigma^2].
+    var reparameterized = Var[f'(z)];
+    var score function = Var[(f(z) - b)(z - mu)/sigma^2].
     """
     gradient = _expect(df, mu, sigma)
     var_reparam = _expect(lambda z: df(z) ** 2, mu, sigma) - gradient**2
@@ -58,21 +63,21 @@ def exact_gradient_and_variances(f, df, mu, sigma, baseline=0.0):
 
 
 def quadratic_variances(d, a, sigma, baseline=None):
-    """Exact per-sample variances for f(z) = ||z - c||^2, z ~ N(mu, sigma^2 I_d), mu - c = a 1.
+    """Exact per-sample variances for f(z) = ||z - c||^2, z ~ N(mu, sigma^2 I_d).
 
-    Returns (var reparameterized, var score function) of the estimates of d/dmu_1 E[f] = 2a.
+    With mu - c = a 1, returns (var reparameterized, var score function) of the
+    estimates of d/dmu_1 E[f] = 2a.
     baseline: the constant b, or None for b = E[f] = d (a^2 + sigma^2).
     With u_i = a + sigma eps_i, f = u_1^2 + R, R = sum_{i>1} u_i^2 independent of eps_1:
-        E[g^2] sigma^2 = E[u_1^4 eps^2] + 2 E[u_1^2 eps^2] (E R - b) + Var R + (E R - b)^2,
+        E[g^2] sigma^2 = E[u_1^4 eps^2] + 2 E[u_1^2 eps^2] (E R - b)
+                         + Var R + (E R - b)^2,
     E[u^4 eps^2] = a^4 + 18 a^2 sigma^2 + 15 sigma^4, E[u^2 eps^2] = a^2 + 3 sigma^2,
     E R = (d - 1)(a^2 + sigma^2), Var R = (d - 1)(4 a^2 sigma^2 + 2 sigma^4).
     With b = E[f] this is 8 a^2 + 10 sigma^2 + (d - 1)(4 a^2 + 2 sigma^2): linear in d.
     The reparameterized estimate 2 (z_1 - c_1) has variance 4 sigma^2 for every d.
     """
-    if not (isinstance(d, int) and d >= 1):
-        raise ValueError(f"d must be a positive int, got {d!r}")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    checks.number(d, "d", low=1, integer=True)
+    checks.number(sigma, "sigma", low=0, low_open=True)
     s2 = sigma**2
     if baseline is None:
         baseline = d * (a**2 + s2)
@@ -85,9 +90,10 @@ def quadratic_variances(d, a, sigma, baseline=None):
 
 
 def quadratic_estimates(d, a, sigma, n, baseline=None, generator=None):
-    """Monte Carlo per-sample estimates (reparameterized, score function), each (n,), float64.
+    """Monte Carlo per-sample estimates (reparameterized, score function): (n,) each.
 
-    The setting of ``quadratic_variances``: mu = 0, c = -a, f(z) = ||z - c||^2, gradient 2a.
+    In float64, in the setting of ``quadratic_variances``: mu = 0, c = -a,
+    f(z) = ||z - c||^2, gradient 2a.
     baseline: a constant, or None for the mean of f over a second, independent batch.
     """
     mu = torch.zeros(

@@ -3,13 +3,18 @@
 Everything here is written per element and then summed over every dimension but
 the batch dimension, so the same code serves 2-D latents of an MLP (B, D) and the
 (B, C, H, W) latents of the Stable Diffusion autoencoders. Two full-covariance helpers
-close the module (``kl_multivariate``, ``fit_gaussian``): the exact posterior of chapter 2's
-linear model and a Gaussian fit to a cloud of latents are not diagonal.
+close the module (``kl_multivariate``, ``fit_gaussian``): the exact posterior of
+chapter 2's linear model and a Gaussian fit to a cloud of latents are not diagonal.
+
+The functions a chapter calls check their input once (``checks``); a log-variance must
+be finite, so clamp it before building a Gaussian.
 """
 
 import math
 
 import torch
+
+from . import checks
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -18,36 +23,23 @@ def _sum_but_batch(x):
     return x.flatten(1).sum(1) if x.dim() > 1 else x
 
 
-def _check_pair(mean, logvar, what="mean/logvar"):
-    if not isinstance(mean, torch.Tensor) or not isinstance(logvar, torch.Tensor):
-        raise TypeError(
-            f"{what} must be tensors, got {type(mean).__name__} and {type(logvar).__name__}"
-        )
-    if mean.shape != logvar.shape:
-        raise ValueError(
-            f"{what} shapes differ: {tuple(mean.shape)} vs {tuple(logvar.shape)}"
-        )
-    if not torch.isfinite(logvar).all():
-        raise ValueError(
-            "logvar has non-finite entries (inf or nan); clamp it before building the Gaussian"
-        )
-
-
 def gaussian_nll(x, mean, logvar):
     """-log N(x | mean, exp(logvar)) summed over all but the batch dim.
 
     notes eq. (4)-(5): with a fixed logvar = log sigma^2 this is
-    ||x - mean||^2 / (2 sigma^2) + (D/2) log(2 pi sigma^2): squared error plus a constant.
+    ||x - mean||^2 / (2 sigma^2) + (D/2) log(2 pi sigma^2): squared error plus a
+    constant.
     ``logvar`` may be a tensor shaped like ``x`` or a float (one sigma for every pixel).
     """
     if not isinstance(logvar, torch.Tensor):
         logvar = torch.full_like(mean, float(logvar))
     elif logvar.dim() == 0:
         logvar = logvar.expand_as(mean)
-    _check_pair(mean, logvar)
+    checks.tensor(logvar, "logvar", shape=tuple(mean.shape))
     if x.shape != mean.shape:
         raise ValueError(
-            f"x has shape {tuple(x.shape)} but the Gaussian's mean has {tuple(mean.shape)}"
+            f"x has shape {tuple(x.shape)} but the Gaussian's mean has "
+            f"{tuple(mean.shape)}"
         )
     nll = 0.5 * (LOG_2PI + logvar + (x - mean) ** 2 * torch.exp(-logvar))
     return _sum_but_batch(nll)
@@ -59,31 +51,36 @@ def kl_standard_normal(mean, logvar):
     notes eq. (9); Kingma & Welling 2014, App. B:
     1/2 sum_i (mu_i^2 + sigma_i^2 - log sigma_i^2 - 1).
     """
+    checks.tensor(mean, "mean")
+    checks.tensor(logvar, "logvar", shape=tuple(mean.shape), finite=True)
     return _sum_but_batch(kl_standard_normal_elementwise(mean, logvar))
 
 
 def kl_standard_normal_elementwise(mean, logvar):
-    """The terms of eq. (9) before the sum: 1/2 (mu^2 + sigma^2 - log sigma^2 - 1), shaped like ``mean``.
+    """The terms of eq. (9) before the sum, shaped like ``mean``:
+    1/2 (mu^2 + sigma^2 - log sigma^2 - 1).
 
-    Averaged over a data set, they are the KL each latent coordinate carries: a coordinate
-    whose average is ~0 encodes nothing (posterior collapse; Bowman et al. 2016).
+    Averaged over a data set, they are the KL each latent coordinate carries: a
+    coordinate whose average is ~0 encodes nothing (posterior collapse; Bowman et al.
+    2016).
     """
-    _check_pair(mean, logvar)
     return 0.5 * (mean**2 + torch.exp(logvar) - logvar - 1.0)
 
 
 def kl_diagonal(mean1, logvar1, mean2, logvar2):
-    """KL( N(mean1, exp(logvar1)) || N(mean2, exp(logvar2)) ), diagonal, summed over all but batch.
+    """KL( N(mean1, exp(logvar1)) || N(mean2, exp(logvar2)) ) of diagonal Gaussians,
+    summed over all but the batch dim.
 
-    1/2 sum_i [ log(s2^2 / s1^2) + (s1^2 + (mu1 - mu2)^2) / s2^2 - 1 ]; with mean2 = 0 and
-    logvar2 = 0 it is eq. (9). Used by the diffusion chapters for per-step KLs.
+    1/2 sum_i [ log(s2^2 / s1^2) + (s1^2 + (mu1 - mu2)^2) / s2^2 - 1 ]; with mean2 = 0
+    and logvar2 = 0 it is eq. (9). Used by the diffusion chapters for per-step KLs.
     """
-    _check_pair(mean1, logvar1, "mean1/logvar1")
-    _check_pair(mean2, logvar2, "mean2/logvar2")
-    if mean1.shape != mean2.shape:
+    shape = tuple(checks.tensor(mean1, "mean1").shape)
+    if tuple(checks.tensor(mean2, "mean2").shape) != shape:
         raise ValueError(
-            f"the two Gaussians have shapes {tuple(mean1.shape)} and {tuple(mean2.shape)}"
+            f"the two Gaussians have shapes {shape} and {tuple(mean2.shape)}"
         )
+    checks.tensor(logvar1, "logvar1", shape=shape, finite=True)
+    checks.tensor(logvar2, "logvar2", shape=shape, finite=True)
     kl = 0.5 * (
         logvar2
         - logvar1
@@ -101,7 +98,8 @@ class DiagonalGaussian:
     """
 
     def __init__(self, mean, logvar):
-        _check_pair(mean, logvar)
+        checks.tensor(mean, "mean")
+        checks.tensor(logvar, "logvar", shape=tuple(mean.shape), finite=True)
         self.mean = mean
         self.logvar = logvar
 
@@ -114,7 +112,7 @@ class DiagonalGaussian:
         return torch.exp(self.logvar)
 
     def sample(self, generator=None):
-        """z = mu + sigma * eps, eps ~ N(0, I) (eq. (6)); differentiable in mean and logvar."""
+        """z = mu + sigma * eps, eps ~ N(0, I) (eq. (6)); differentiable in both."""
         eps = torch.randn(
             self.mean.shape,
             generator=generator,
@@ -128,13 +126,15 @@ class DiagonalGaussian:
         return self.mean
 
     def kl(self, other=None):
-        """KL(self || other), or KL(self || N(0, I)) when ``other`` is None; summed over all but batch."""
+        """KL(self || other), or KL(self || N(0, I)) when ``other`` is None.
+
+        Summed over all but the batch dim; both Gaussians were checked when built.
+        """
         if other is None:
-            return kl_standard_normal(self.mean, self.logvar)
-        if not isinstance(other, DiagonalGaussian):
-            raise TypeError(
-                f"other must be a DiagonalGaussian or None, got {type(other).__name__}"
+            return _sum_but_batch(
+                kl_standard_normal_elementwise(self.mean, self.logvar)
             )
+        checks.instance(other, "other", DiagonalGaussian, "a DiagonalGaussian or None")
         return kl_diagonal(self.mean, self.logvar, other.mean, other.logvar)
 
     def nll(self, x):
@@ -145,24 +145,15 @@ class DiagonalGaussian:
         return -self.nll(x)
 
     def __repr__(self):
-        return f"DiagonalGaussian(shape={tuple(self.mean.shape)}, dtype={self.mean.dtype}, device={self.mean.device})"
-
-
-# Full-covariance Gaussians: the exact posterior of a linear-Gaussian model (chapter 2) and
-# Gaussian fits to a cloud of latents are not diagonal.
-
-
-def _check_full(mean, cov, what):
-    if not isinstance(mean, torch.Tensor) or not isinstance(cov, torch.Tensor):
-        raise TypeError(
-            f"{what}: mean and cov must be tensors, got {type(mean).__name__} and {type(cov).__name__}"
+        mean = self.mean
+        return (
+            f"DiagonalGaussian(shape={tuple(mean.shape)}, dtype={mean.dtype}, "
+            f"device={mean.device})"
         )
-    if mean.dim() < 1 or cov.shape[-2:] != (mean.shape[-1], mean.shape[-1]):
-        raise ValueError(
-            f"{what}: cov must be (..., D, D) for a mean of shape (..., D); got {tuple(mean.shape)} and {tuple(cov.shape)}"
-        )
-    if not (torch.isfinite(mean).all() and torch.isfinite(cov).all()):
-        raise ValueError(f"{what}: mean or cov has non-finite entries")
+
+
+# Full-covariance Gaussians: the exact posterior of a linear-Gaussian model (chapter 2)
+# and Gaussian fits to a cloud of latents are not diagonal.
 
 
 def _cholesky(cov, what):
@@ -173,15 +164,24 @@ def _cholesky(cov, what):
 
 
 def kl_multivariate(mean1, cov1, mean2, cov2):
-    """KL( N(mean1, cov1) || N(mean2, cov2) ) for full covariances; means (..., D), covs (..., D, D).
+    """KL( N(mean1, cov1) || N(mean2, cov2) ) for full covariances.
 
-    1/2 [ tr(cov2^-1 cov1) + (mu2 - mu1)^T cov2^-1 (mu2 - mu1) - D + log det cov2 - log det cov1 ].
-    With diagonal covariances it is ``kl_diagonal``; with N(0, I) as the second Gaussian, eq. (9).
-    Batch dimensions broadcast. Use float64 when the two are close: the result is then a small
+    Means (..., D), covariances (..., D, D); batch dimensions broadcast.
+    1/2 [ tr(cov2^-1 cov1) + (mu2 - mu1)^T cov2^-1 (mu2 - mu1) - D
+          + log det cov2 - log det cov1 ].
+    With diagonal covariances it is ``kl_diagonal``; with N(0, I) as the second
+    Gaussian, eq. (9). Use float64 when the two are close: the result is then a small
     difference of large terms.
     """
-    _check_full(mean1, cov1, "first Gaussian")
-    _check_full(mean2, cov2, "second Gaussian")
+    for n, mean, cov in (("1", mean1, cov1), ("2", mean2, cov2)):
+        checks.tensor(mean, f"mean{n}", finite=True)
+        checks.tensor(cov, f"cov{n}", finite=True)
+        dim = mean.shape[-1] if mean.dim() else 0
+        if mean.dim() < 1 or cov.shape[-2:] != (dim, dim):
+            raise ValueError(
+                f"cov{n} must be (..., D, D) for mean{n} of shape (..., D); got "
+                f"{tuple(mean.shape)} and {tuple(cov.shape)}"
+            )
     if mean1.shape[-1] != mean2.shape[-1]:
         raise ValueError(
             f"the two Gaussians have dimensions {mean1.shape[-1]} and {mean2.shape[-1]}"
@@ -190,35 +190,30 @@ def kl_multivariate(mean1, cov1, mean2, cov2):
     batch = torch.broadcast_shapes(
         mean1.shape[:-1], cov1.shape[:-2], mean2.shape[:-1], cov2.shape[:-2]
     )
-    chol1 = _cholesky(cov1, "first Gaussian").expand(*batch, dim, dim)  # L1 L1^T = cov1
-    chol2 = _cholesky(cov2, "second Gaussian").expand(
-        *batch, dim, dim
-    )  # L2 L2^T = cov2
+    chol1 = _cholesky(cov1, "cov1").expand(*batch, dim, dim)  # L1 L1^T = cov1
+    chol2 = _cholesky(cov2, "cov2").expand(*batch, dim, dim)  # L2 L2^T = cov2
     diff = (mean2 - mean1).expand(*batch, dim).unsqueeze(-1)  # (..., D, 1)
-    trace = (
-        torch.linalg.solve_triangular(chol2, chol1, upper=False).pow(2).sum((-2, -1))
-    )  # ||L2^-1 L1||_F^2
-    maha = (
-        torch.linalg.solve_triangular(chol2, diff, upper=False).pow(2).sum((-2, -1))
-    )  # ||L2^-1 diff||^2
+    solve = torch.linalg.solve_triangular
+    trace = solve(chol2, chol1, upper=False).pow(2).sum((-2, -1))  # ||L2^-1 L1||_F^2
+    maha = solve(chol2, diff, upper=False).pow(2).sum((-2, -1))  # ||L2^-1 diff||^2
     logdet1 = 2 * chol1.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     logdet2 = 2 * chol2.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     return 0.5 * (trace + maha - dim + logdet2 - logdet1)
 
 
 def fit_gaussian(z):
-    """The maximum-likelihood Gaussian of a cloud of points z (N, D): (mean (D,), cov (D, D)).
+    """The maximum-likelihood Gaussian of points z (N, D): (mean (D,), cov (D, D)).
 
-    Chapter 2 measures how far an encoder's aggregate posterior is from N(0, I) by the KL of this
-    fit (``kl_multivariate``); it sees only the first two moments, so it is a lower bound on what a
-    sample test would find, and zero for any cloud with mean 0 and covariance I.
+    Chapter 2 measures how far an encoder's aggregate posterior is from N(0, I) by the
+    KL of this fit (``kl_multivariate``); it sees only the first two moments, so it is a
+    lower bound on what a sample test would find, and zero for any cloud with mean 0
+    and covariance I.
     """
-    if not isinstance(z, torch.Tensor) or z.dim() != 2:
-        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise ValueError(f"fit_gaussian takes points of shape (N, D), got {shape}")
+    checks.tensor(z, "z", shape=("N", "D"))
     if z.shape[0] <= z.shape[1]:
         raise ValueError(
-            f"need more points than dimensions to fit a covariance, got {tuple(z.shape)}"
+            "need more points than dimensions to fit a covariance, got "
+            f"{tuple(z.shape)}"
         )
     mean = z.mean(0)  # (D,)
     centred = z - mean  # (N, D)

@@ -1,15 +1,17 @@
-"""A linear-Gaussian latent model (probabilistic PCA), where every term of the ELBO is exact.
+"""A linear-Gaussian latent model (probabilistic PCA): every term of the ELBO is exact.
 
     z ~ N(0, I_k),    x | z ~ N(W z + b, s^2 I_D)        (Tipping & Bishop 1999)
 
-This is the model of notes eq. (2) with a linear decoder, and everything chapter 2 checks
-has a closed form (Bishop 2006, sec. 12.2):
+This is the model of notes eq. (2) with a linear decoder, and everything chapter 2
+checks has a closed form (Bishop 2006, sec. 12.2):
 
 * the evidence of eq. (2):  p(x) = N(x; b, W W^T + s^2 I_D);
-* the true posterior:       p(z|x) = N(M^-1 W^T (x - b), s^2 M^-1),  M = W^T W + s^2 I_k;
+* the true posterior:       p(z|x) = N(M^-1 W^T (x - b), s^2 M^-1),
+                            M = W^T W + s^2 I_k;
 * the ELBO of any Gaussian q(z|x) = N(m, C), which is minus the loss of eq. (8):
       ELBO(q) = E_q[log p(x|z)] - KL(q || N(0, I)),
-      E_q[log p(x|z)] = -D/2 log(2 pi s^2) - (||x - W m - b||^2 + tr(W C W^T)) / (2 s^2).
+      E_q[log p(x|z)] = -D/2 log(2 pi s^2)
+                        - (||x - W m - b||^2 + tr(W C W^T)) / (2 s^2).
 
 So log p(x) = ELBO(q) + KL(q || p(z|x)) can be checked to rounding error. Everything is
 batched over data points x of shape (N, D); work in float64.
@@ -19,32 +21,21 @@ import math
 
 import torch
 
+from . import checks
 from .gaussians import LOG_2PI, kl_multivariate
 
 
 class LinearGaussian:
-    """z ~ N(0, I_k), x | z ~ N(W z + b, s^2 I_D): probabilistic PCA (Tipping & Bishop 1999).
+    """z ~ N(0, I_k), x | z ~ N(W z + b, s^2 I_D): probabilistic PCA.
 
-    W: (D, k) loading matrix; b: (D,) offset; s: the decoder's standard deviation (a float).
+    Tipping & Bishop 1999. W: (D, k) loading matrix; b: (D,) offset; s: the decoder's
+    standard deviation (a float).
     """
 
     def __init__(self, W, b, s):
-        if not isinstance(W, torch.Tensor) or W.dim() != 2:
-            shape = tuple(W.shape) if isinstance(W, torch.Tensor) else type(W).__name__
-            raise ValueError(f"W must be a (D, k) tensor, got {shape}")
-        if not isinstance(b, torch.Tensor) or tuple(b.shape) != (W.shape[0],):
-            shape = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
-            raise ValueError(
-                f"b must have shape ({W.shape[0]},) to match W of shape {tuple(W.shape)}, got {shape}"
-            )
-        if (
-            isinstance(s, bool)
-            or not isinstance(s, (int, float))
-            or not (math.isfinite(s) and s > 0)
-        ):
-            raise ValueError(
-                f"s (the decoder's standard deviation) must be a positive finite number, got {s!r}"
-            )
+        checks.tensor(W, "W", shape=("D", "k"))
+        checks.tensor(b, "b", shape=(W.shape[0],))
+        checks.number(s, "s (the decoder's standard deviation)", low=0, low_open=True)
         self.W, self.b, self.s = W, b, float(s)
 
     @classmethod
@@ -63,47 +54,12 @@ class LinearGaussian:
         return self.W.shape[1]
 
     def __repr__(self):
-        return f"LinearGaussian(data_dim={self.data_dim}, latent_dim={self.latent_dim}, s={self.s})"
+        return (
+            f"LinearGaussian(data_dim={self.data_dim}, latent_dim={self.latent_dim}, "
+            f"s={self.s})"
+        )
 
-    # -- checks at the public boundary -------------------------------------------------------
-
-    def _check_x(self, x):
-        if (
-            not isinstance(x, torch.Tensor)
-            or x.dim() != 2
-            or x.shape[1] != self.data_dim
-        ):
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (N, {self.data_dim}), got {shape}")
-
-    def _check_q(self, x, q_mean, q_cov):
-        k = self.latent_dim
-        if not isinstance(q_mean, torch.Tensor) or tuple(q_mean.shape) != (
-            x.shape[0],
-            k,
-        ):
-            shape = (
-                tuple(q_mean.shape)
-                if isinstance(q_mean, torch.Tensor)
-                else type(q_mean).__name__
-            )
-            raise ValueError(
-                f"q_mean must have shape ({x.shape[0]}, {k}), one mean per data point, got {shape}"
-            )
-        if not isinstance(q_cov, torch.Tensor) or tuple(q_cov.shape) not in (
-            (k, k),
-            (x.shape[0], k, k),
-        ):
-            shape = (
-                tuple(q_cov.shape)
-                if isinstance(q_cov, torch.Tensor)
-                else type(q_cov).__name__
-            )
-            raise ValueError(
-                f"q_cov must have shape ({k}, {k}) or ({x.shape[0]}, {k}, {k}), got {shape}"
-            )
-
-    # -- the model -----------------------------------------------------------------------------
+    # -- the model ------------------------------------------------------------------
 
     def sample(self, n, generator=None):
         """n draws (x, z) from the joint: z ~ N(0, I), then x ~ N(W z + b, s^2 I)."""
@@ -124,8 +80,8 @@ class LinearGaussian:
         return z @ self.W.T + self.b + self.s * noise, z  # (n, D), (n, k)
 
     def log_likelihood(self, x, z):
-        """log p(x|z) = log N(x; W z + b, s^2 I), notes eq. (4) with a linear decoder; shape (N,)."""
-        self._check_x(x)
+        """log p(x|z) = log N(x; W z + b, s^2 I), notes eq. (4) made linear: (N,)."""
+        checks.tensor(x, "x", shape=("N", self.data_dim))
         residual = x - z @ self.W.T - self.b  # (N, D)
         return -0.5 * (
             self.data_dim * (LOG_2PI + 2 * math.log(self.s))
@@ -139,7 +95,7 @@ class LinearGaussian:
 
     def log_evidence(self, x):
         """log p(x), the exact log-likelihood of eq. (2); shape (N,)."""
-        self._check_x(x)
+        checks.tensor(x, "x", shape=("N", self.data_dim))
         mean, cov = self.marginal()
         chol = torch.linalg.cholesky(cov)  # (D, D)
         maha = (
@@ -149,23 +105,34 @@ class LinearGaussian:
         return -0.5 * (self.data_dim * LOG_2PI + logdet + maha)
 
     def posterior(self, x):
-        """The true posterior p(z|x) = N(M^-1 W^T (x - b), s^2 M^-1): (mean (N, k), cov (k, k))."""
-        self._check_x(x)
+        """The true posterior p(z|x) = N(M^-1 W^T (x - b), s^2 M^-1).
+
+        Returns (mean (N, k), cov (k, k)).
+        """
+        checks.tensor(x, "x", shape=("N", self.data_dim))
         eye = torch.eye(self.latent_dim, dtype=self.W.dtype, device=self.W.device)
         M = self.W.T @ self.W + self.s**2 * eye  # (k, k)
         mean = torch.linalg.solve(M, self.W.T @ (x - self.b).T).T  # (N, k)
         return mean, self.s**2 * torch.linalg.inv(M)
 
-    # -- the ELBO --------------------------------------------------------------------------------
+    # -- the ELBO -------------------------------------------------------------------
 
     def elbo(self, x, q_mean, q_cov):
-        """ELBO(q) = E_q[log p(x|z)] - KL(q || N(0, I)) for q = N(q_mean, q_cov), in closed form; (N,).
+        """ELBO(q) = E_q[log p(x|z)] - KL(q || N(0, I)) for q = N(q_mean, q_cov): (N,).
 
-        Minus the loss of notes eq. (8) with the expectation done exactly: for a linear decoder,
+        In closed form: minus the loss of notes eq. (8) with the expectation done
+        exactly, for a linear decoder
         E_q ||x - W z - b||^2 = ||x - W m - b||^2 + tr(W C W^T).
         """
-        self._check_x(x)
-        self._check_q(x, q_mean, q_cov)
+        checks.tensor(x, "x", shape=("N", self.data_dim))
+        n, k = x.shape[0], self.latent_dim
+        checks.tensor(q_mean, "q_mean", shape=(n, k))
+        cov_shape = (n, k, k) if getattr(q_cov, "ndim", 2) == 3 else (k, k)
+        checks.tensor(q_cov, "q_cov", shape=cov_shape)
+        return self._elbo(x, q_mean, q_cov)
+
+    def _elbo(self, x, q_mean, q_cov):
+        """``elbo`` past its door (``fit_q`` calls it once per step)."""
         residual = x - q_mean @ self.W.T - self.b  # (N, D)
         spread = (
             (self.W @ q_cov @ self.W.T).diagonal(dim1=-2, dim2=-1).sum(-1)
@@ -179,13 +146,16 @@ class LinearGaussian:
         return expected_ll - kl_multivariate(q_mean, q_cov, zeros, eye)
 
     def elbo_monte_carlo(self, x, q_mean, q_cov, n_samples, generator=None):
-        """Monte Carlo estimate of E_q[log p(x|z) + log p(z) - log q(z)]: (mean (N,), standard error (N,)).
+        """Monte Carlo estimate of E_q[log p(x|z) + log p(z) - log q(z)].
 
-        An estimate that knows nothing of the closed form in ``elbo``: z = m + L eps, L L^T = C.
+        Returns (mean (N,), standard error (N,)). An estimate that knows nothing of the
+        closed form in ``elbo``: z = m + L eps, L L^T = C.
         """
-        self._check_x(x)
-        self._check_q(x, q_mean, q_cov)
-        n, k = q_mean.shape
+        checks.tensor(x, "x", shape=("N", self.data_dim))
+        n, k = x.shape[0], self.latent_dim
+        checks.tensor(q_mean, "q_mean", shape=(n, k))
+        cov_shape = (n, k, k) if getattr(q_cov, "ndim", 2) == 3 else (k, k)
+        checks.tensor(q_cov, "q_cov", shape=cov_shape)
         chol = torch.linalg.cholesky(q_cov)  # (k, k) or (N, k, k)
         eps = torch.randn(
             n_samples,
@@ -208,24 +178,26 @@ class LinearGaussian:
         return w.mean(0), w.std(0) / math.sqrt(n_samples)
 
     def mean_field_posterior(self, x):
-        """The best *diagonal* Gaussian q(z|x), the most a VAE's encoder family can reach: (mean, cov).
+        """The best *diagonal* Gaussian q(z|x), the most a VAE's encoder can reach.
 
-        For a Gaussian posterior with precision Lambda = M / s^2, the diagonal q minimizing
-        KL(q || p(z|x)) has the posterior's mean and variances 1 / Lambda_ii (Bishop 2006,
-        sec. 10.1.2). The gap it leaves is 1/2 (sum_i log Lambda_ii - log det Lambda) >= 0,
-        zero only when Lambda is diagonal.
+        Returns (mean, cov). For a Gaussian posterior with precision Lambda = M / s^2,
+        the diagonal q minimizing KL(q || p(z|x)) has the posterior's mean and variances
+        1 / Lambda_ii (Bishop 2006, sec. 10.1.2). The gap it leaves is
+        1/2 (sum_i log Lambda_ii - log det Lambda) >= 0, zero only when Lambda is
+        diagonal.
         """
         mean, cov = self.posterior(x)
         precision = torch.linalg.inv(cov)  # Lambda, (k, k)
         return mean, torch.diag(1.0 / precision.diagonal())
 
     def fit_q(self, x, diagonal, steps=300, lr=0.05):
-        """Maximize the ELBO over a Gaussian q for each x by gradient ascent, as an encoder would.
+        """Maximize the ELBO over a Gaussian q for each x by gradient ascent.
 
-        diagonal: restrict q to diagonal covariances (the VAE family of eq. (3)) or allow a full one.
-        Returns (elbo per step (steps, N), q_mean (N, k), q_cov (N, k, k)). Starts from q = N(0, I).
+        As an encoder would, but per data point. diagonal: restrict q to diagonal
+        covariances (the VAE family of eq. (3)) or allow a full one. Starts from
+        q = N(0, I). Returns (elbo per step (steps, N), q_mean (N, k), q_cov (N, k, k)).
         """
-        self._check_x(x)
+        checks.tensor(x, "x", shape=("N", self.data_dim))
         n, k = x.shape[0], self.latent_dim
         mean = torch.zeros(n, k, dtype=x.dtype, device=x.device, requires_grad=True)
         log_diag = torch.zeros(
@@ -245,7 +217,7 @@ class LinearGaussian:
         optimizer = torch.optim.Adam(params, lr=lr)
         trace = []
         for _ in range(steps):
-            elbo = self.elbo(x, mean, covariance())  # (N,)
+            elbo = self._elbo(x, mean, covariance())  # (N,)
             optimizer.zero_grad()
             (-elbo.sum()).backward()
             optimizer.step()

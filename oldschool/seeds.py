@@ -8,9 +8,10 @@ shape) and ask whether the mean difference stands out from its standard error:
     d_s = a_s - b_s,   mean d,   sd = std(d_s),   se = sd / sqrt(n),
     the claim holds when mean d > t_{n-1, level} * se   (a one-sided paired t-test).
 
-With n = 3 seeds the 95% one-sided t quantile is 2.92, so an effect has to be about three
-standard errors wide before the book says it is there; where it is not, the chapter says
-so (Student 1908; any statistics text, e.g. Wasserman, All of Statistics, sec. 10.4).
+With n = 3 seeds the 95% one-sided t quantile is 2.92, so an effect has to be about
+three standard errors wide before the book says it is there; where it is not, the
+chapter says so (Student 1908; any statistics text, e.g. Wasserman, All of Statistics,
+sec. 10.4).
 """
 
 import math
@@ -18,21 +19,12 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-
-def _check_values(values, what="values"):
-    values = [float(v) for v in values]
-    if len(values) < 2:
-        raise ValueError(
-            f"{what}: need at least 2 seeds for a spread, got {len(values)}"
-        )
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{what} must be finite, got {values}")
-    return values
+from . import checks
 
 
 @dataclass(frozen=True)
 class Summary:
-    """Mean, sample standard deviation and standard error of the mean of per-seed values."""
+    """Mean, sample standard deviation and standard error of the mean over seeds."""
 
     mean: float
     sd: float
@@ -44,9 +36,11 @@ class Summary:
 
 
 def summarize(values):
-    """Summary of per-seed values: mean, sd (n - 1 in the denominator), se = sd / sqrt(n)."""
-    values = _check_values(values)
+    """Summary of per-seed values: mean, sd (n - 1 in the denominator), sd / sqrt(n)."""
+    values = [checks.number(float(v), "values") for v in values]
     n = len(values)
+    if n < 2:
+        raise ValueError(f"values: need at least 2 seeds for a spread, got {n}")
     mean = sum(values) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     return Summary(mean, sd, sd / math.sqrt(n), n)
@@ -54,7 +48,7 @@ def summarize(values):
 
 @dataclass(frozen=True)
 class Comparison:
-    """The paired differences a_s - b_s over seeds, and whether their mean is clearly > 0."""
+    """The paired differences a_s - b_s over seeds; is their mean clearly > 0?"""
 
     difference: Summary
     level: float
@@ -66,12 +60,12 @@ class Comparison:
 
     @property
     def holds(self):
-        """True when mean(a - b) > t_{n-1, level} * se: "A beats B" survives the seeds."""
+        """mean(a - b) > t_{n-1, level} * se: "A beats B" survives the seeds."""
         return self.difference.mean > self.threshold
 
     @property
     def t(self):
-        """The mean difference in standard errors (inf when every seed agrees exactly)."""
+        """The mean difference in standard errors (inf when all seeds agree exactly)."""
         d = self.difference
         return math.copysign(math.inf, d.mean) if d.se == 0 else d.mean / d.se
 
@@ -83,12 +77,14 @@ class Comparison:
 
 
 def compare(a, b, level=0.95):
-    """Paired comparison of per-seed values a_s and b_s (same seeds, same order): a beats b?
+    """Paired comparison of per-seed values a_s and b_s: does a beat b?
 
-    Returns a ``Comparison`` of d_s = a_s - b_s; ``.holds`` is the one-sided paired t-test
-    at ``level``. Larger is better: pass (b, a) to test "a is smaller".
+    Same seeds, same order. Returns a ``Comparison`` of d_s = a_s - b_s; ``.holds`` is
+    the one-sided paired t-test at ``level``. Larger is better: pass (b, a) to test
+    "a is smaller".
     """
-    a, b = _check_values(a, "a"), _check_values(b, "b")
+    a = [checks.number(float(v), "a") for v in a]
+    b = [checks.number(float(v), "b") for v in b]
     if len(a) != len(b):
         raise ValueError(
             f"a and b need one value per seed each, got {len(a)} and {len(b)}"

@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from . import config
+from . import checks, config
 
 
 class EMA:
-    """Exponential moving average of a model's weights (the SDXL VAE recipe; notes 2.2.1).
+    """Exponential moving average of a model's weights (SDXL VAE recipe; notes 2.2.1).
 
     theta_ema <- d_n * theta_ema + (1 - d_n) * theta after the n-th optimizer step
     (n = 0, 1, ...), with the warm-up d_n = min(decay, (1 + n) / (10 + n)) of latent
-    diffusion's ``LitEma`` and diffusers' ``EMAModel`` (Rombach et al. 2022): without it,
-    decay**n of the random initial weights would stay in the average (0.99**300 = 5%).
+    diffusion's ``LitEma`` and diffusers' ``EMAModel`` (Rombach et al. 2022): without
+    it, decay**n of the random initial weights would stay in the average
+    (0.99**300 = 5%).
     ``warmup=False`` gives the plain d_n = decay. ``ema.model`` is a frozen copy.
     """
 
@@ -35,7 +36,7 @@ class EMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     def current_decay(self):
-        """d_n for the next update: the decay, capped by (1 + n) / (10 + n) during warm-up."""
+        """d_n for the next update: the decay, capped by (1 + n) / (10 + n) at first."""
         n = self.updates
         return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
@@ -79,7 +80,8 @@ def _batch_sampler(data, batch_size, generator, device):
     tensors = data if isinstance(data, (tuple, list)) else (data,)
     if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
         raise TypeError(
-            "data must be a tensor, a tuple of tensors, or a callable(batch_size, generator)"
+            "data must be a tensor, a tuple of tensors, or a "
+            "callable(batch_size, generator)"
         )
     n = tensors[0].shape[0]
     if any(t.shape[0] != n for t in tensors):
@@ -119,23 +121,25 @@ def train(
     desc="training",
     precision=None,
 ):
-    """Train ``model`` for ``steps`` AdamW steps on random batches of ``data``; returns a History.
+    """Train ``model`` for ``steps`` AdamW steps on random batches of ``data``.
+
+    Returns a ``History``. loss_fn(model, batch) -> (loss, parts), e.g.
+    ``autoencoders.vae_loss``.
 
     data: a tensor (N, ...), a tuple of tensors sharing N (e.g. images and labels), or a
         callable ``(batch_size, generator) -> batch`` for data generated on the fly.
     ema_decay: keep an EMA of the weights (``history.ema.model``) when given.
-    ema_warmup: ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) (see ``EMA``).
+    ema_warmup: ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) (``EMA``).
     grad_clip: clip the global gradient norm to this value when given.
     progress: show a tqdm bar; None means ``config.progress()`` (off in the book build).
-    precision: the dtype the forward pass autocasts to (torch.bfloat16 or torch.float16), or
-        torch.float32 for none; None means ``config.autocast_dtype`` (bf16 in GPU mode, float16
-        on a GPU without bf16, float32 in CPU mode). float16 scales the loss (GradScaler).
+    precision: the dtype the forward pass autocasts to (torch.bfloat16 or
+        torch.float16), or torch.float32 for none; None means ``config.autocast_dtype``
+        (bf16 in GPU mode, float16 on a GPU without bf16, float32 in CPU mode). float16
+        scales the loss (GradScaler).
     The device is the model's; weights, gradients and optimizer state stay float32.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    checks.number(steps, "steps", low=1, integer=True)
+    checks.number(batch_size, "batch_size", low=1, integer=True)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -146,10 +150,9 @@ def train(
     history = History(ema=ema)
     if precision is None:
         precision = config.autocast_dtype(device.type) or torch.float32
-    if precision not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(
-            f"precision must be torch.float32, bfloat16 or float16, got {precision!r}"
-        )
+    checks.one_of(
+        precision, "precision", (torch.float32, torch.bfloat16, torch.float16)
+    )
     autocast = torch.autocast(
         device.type, dtype=precision, enabled=precision != torch.float32
     )

@@ -9,6 +9,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
+from . import checks
 from .data import from_unit_range
 
 
@@ -19,16 +20,12 @@ def _axes(ax, figsize=(4, 4)):
 
 
 def make_grid(images, nrow=8, pad=1, pad_value=1.0):
-    """Tile (N, C, H, W) images in [-1, 1] into one (H', W', C) array in [0, 1] for imshow."""
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        shape = (
-            tuple(images.shape)
-            if isinstance(images, torch.Tensor)
-            else type(images).__name__
-        )
-        raise ValueError(f"expected images of shape (N, C, H, W), got {shape}")
-    if images.shape[1] not in (1, 3):
-        raise ValueError(f"expected 1 or 3 channels, got {images.shape[1]}")
+    """Tile (N, C, H, W) images in [-1, 1] into one (H', W', C) array in [0, 1].
+
+    The array ``imshow`` takes.
+    """
+    checks.tensor(images, "images", shape=("N", "C", "H", "W"))
+    checks.one_of(images.shape[1], "the number of channels C", (1, 3))
     images = from_unit_range(images.detach().float().cpu())
     n, c, h, w = images.shape
     ncol = min(nrow, n)
@@ -58,9 +55,7 @@ def show_images(images, nrow=8, ax=None, title=None):
 
 def latent_scatter(z, labels=None, ax=None, title=None, s=4):
     """Scatter 2-D latents (N, 2), coloured by integer labels when given."""
-    if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != 2:
-        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise ValueError(f"latent_scatter draws (N, 2) latents, got {shape}")
+    checks.tensor(z, "z (2-D latents)", shape=("N", 2))
     ax = _axes(ax)
     z = z.detach().float().cpu()
     if labels is None:
@@ -86,7 +81,10 @@ def latent_scatter(z, labels=None, ax=None, title=None, s=4):
 
 
 def plot_history(history, names=None, ax=None, title=None, smooth=25, logy=False):
-    """Plot named loss parts of a ``train.History`` against the step (moving average of ``smooth``)."""
+    """Plot named loss parts of a ``train.History`` against the step.
+
+    Each curve is a moving average over ``smooth`` steps.
+    """
     ax = _axes(ax, figsize=(5, 3))
     names = list(history.keys()) if names is None else names
     for name in names:
@@ -104,7 +102,7 @@ def plot_history(history, names=None, ax=None, title=None, smooth=25, logy=False
 
 
 def decoded_manifold(decode, lo=-3.0, hi=3.0, n=12, ax=None, title=None, device="cpu"):
-    """Decode an n x n grid of 2-D latents in [lo, hi]^2 (on ``device``) and show the images."""
+    """Decode an n x n grid of 2-D latents in [lo, hi]^2 (on ``device``); show them."""
     ax = _axes(ax, figsize=(5, 5))
     axis = torch.linspace(lo, hi, n)
     z = torch.stack(torch.meshgrid(axis.flip(0), axis, indexing="ij"), dim=-1).view(

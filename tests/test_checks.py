@@ -58,6 +58,14 @@ def test_one_of():
         checks.one_of("x", "p", ("eps", "v"))
 
 
+def test_instance():
+    assert checks.instance(2.0, "a", float) == 2.0
+    with pytest.raises(TypeError, match="a must be a float, got int"):
+        checks.instance(2, "a", float)
+    with pytest.raises(TypeError, match="q must be a Gaussian, got list"):
+        checks.instance([], "q", float, "a Gaussian")
+
+
 @pytest.mark.parametrize(
     "value, kwargs, ok",
     [

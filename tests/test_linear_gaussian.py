@@ -1,4 +1,4 @@
-"""oldschool.linear_gaussian: the identities of the ELBO on a model where everything is exact."""
+"""oldschool.linear_gaussian: the ELBO's identities on a model where all is exact."""
 
 import pytest
 import torch
@@ -48,7 +48,8 @@ def test_log_evidence_is_the_prior_expectation_of_the_likelihood(model_and_data)
 
 
 def test_posterior_is_gaussian_conditioning_of_the_joint(model_and_data):
-    # joint of (z, x): [[I, W^T], [W, W W^T + s^2 I]]; condition on x by the Schur complement
+    # joint of (z, x): [[I, W^T], [W, W W^T + s^2 I]]; condition on x by the Schur
+    # complement
     model, x = model_and_data
     _, cov_x = model.marginal()
     gain = model.W.T @ torch.linalg.inv(cov_x)  # (k, D)
@@ -143,11 +144,14 @@ def test_orthogonal_loadings_give_a_diagonal_posterior():
 def test_bad_inputs_give_clear_errors(model_and_data):
     model, x = model_and_data
     W = model.W
-    with pytest.raises(ValueError, match=r"W must be a \(D, k\) tensor"):
+    with pytest.raises(ValueError, match=r"W must have shape \(D, k\)"):
         LinearGaussian(W[0], model.b, 0.5)
     with pytest.raises(ValueError, match="b must have shape"):
         LinearGaussian(W, model.b[:2], 0.5)
-    with pytest.raises(ValueError, match="positive finite"):
+    with pytest.raises(
+        ValueError,
+        match=r"s \(the decoder's standard deviation\) must lie in \(0, inf\]",
+    ):
         LinearGaussian(W, model.b, 0.0)
     with pytest.raises(ValueError, match=r"x must have shape \(N, 5\)"):
         model.log_evidence(x[:, :3])

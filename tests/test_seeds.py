@@ -1,4 +1,4 @@
-"""oldschool.seeds: per-seed summaries and the paired comparison behind every "A beats B"."""
+"""oldschool.seeds: per-seed summaries and the paired comparison behind "A beats B"."""
 
 import math
 
@@ -33,3 +33,24 @@ def test_bad_arguments_are_named():
         seeds.summarize([1.0])
     with pytest.raises(ValueError, match="one value per seed"):
         seeds.compare([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+# The chapters' checks, shown failing on broken input (see book/checks.md) ---------
+
+
+def test_ch1_shrink_claim_fails_when_sigma_did_not_move():
+    start = [math.log(1.0), math.log(1.01), math.log(0.99)]
+    assert seeds.compare(
+        start, [math.log(0.004), math.log(0.005), math.log(0.003)]
+    ).holds
+    assert not seeds.compare(
+        start, [math.log(1.0), math.log(0.98), math.log(1.02)]
+    ).holds
+
+
+def test_ch3_channel_claim_fails_on_one_noisy_seed_set():
+    """The earlier edition's 4 vs 16 channels result, +0.53, +1.34, -0.36 dB, is not a
+    finding."""
+    gains = [0.53, 1.34, -0.36]
+    assert not seeds.compare(gains, [0.0, 0.0, 0.0]).holds
+    assert seeds.compare([0.9, 1.1, 1.0], [0.0, 0.0, 0.0]).holds

@@ -67,7 +67,7 @@ def test_ema_averages_the_weights():
 
 
 def _weight_on_start(decay, warmup, steps):
-    """Train nothing: move the weights to 1 once, then measure how much of 0 the EMA keeps."""
+    """Train nothing: move the weights to 1 once; how much of 0 does the EMA keep?"""
     model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.zero_()
@@ -82,7 +82,7 @@ def _weight_on_start(decay, warmup, steps):
 
 
 def test_ema_warmup_forgets_the_initial_weights():
-    # with d_n = min(d, (1 + n) / (10 + n)) the start keeps prod_n d_n; without, d**steps
+    # with d_n = min(d, (1 + n) / (10 + n)) the start keeps prod_n d_n; else d**steps
     decay, steps = 0.99, 300
     expected = 1.0
     for n in range(steps):
@@ -128,7 +128,7 @@ def test_callable_data_source():
 def test_bad_arguments_are_named():
     model = torch.nn.Linear(3, 1)
     x, y = _regression()
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match=r"steps must lie in \[1, inf\], got 0"):
         train.train(model, _loss, (x, y), steps=0, batch_size=4)
     with pytest.raises(ValueError, match="disagree on length"):
         train.train(model, _loss, (x, y[:10]), steps=1, batch_size=4)
