@@ -24,7 +24,7 @@ import itertools
 import json
 from pathlib import Path
 
-from .toy import GaussianMixture
+from .gaussian_mixture import GaussianMixture
 
 JS_FILE = Path(__file__).with_name("explorer.js")
 

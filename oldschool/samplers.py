@@ -28,6 +28,7 @@ import math
 import torch
 from scipy.integrate import solve_ivp
 
+from . import checks
 from .sde import append_dims
 
 SCHEDULES = ("uniform", "edm", "logsnr")
@@ -110,7 +111,7 @@ def _start(sde, x, ts, t_min, callback):
             raise ValueError(
                 "ts must be a strictly decreasing 1-D tensor of length >= 2"
             )
-        sde.check_time(ts)
+        checks.times(ts, "ts", t_max=sde.T)
     else:
         raise ValueError(
             f"ts must be an int (steps) or a 1-D tensor of times, got {ts!r}"

@@ -14,13 +14,18 @@ d(sigma^2)/dt = 2 f sigma^2 + g^2 (``oldschool.symbolic``).
 
 Shapes: ``x`` is (B, ...) (2-D points (B, D) or images (B, C, H, W)); ``t`` is a float or a
 tensor of shape (B,). Coefficients that multiply ``x`` come back broadcast as (B, 1, ..., 1)
-by ``append_dims``, so the same code serves points and images. Times must lie in [0, T].
+by ``append_dims``, so the same code serves points and images. Times lie in [0, T]:
+``marginal`` and ``perturb`` check theirs once (the door); the coefficients (``alpha``,
+``sigma``, ``lam``, ``f``, ``g2``, ...) take a tensor t and trust their caller, as the
+samplers check their time grid once at entry.
 """
 
 import math
 
 import torch
 import torch.nn.functional as F
+
+from . import checks
 
 
 def append_dims(v, ndim):
@@ -48,36 +53,6 @@ class GaussianPath:
 
     T = 1.0  # every path here runs on t in [0, 1], as in Song et al. 2021
     prior_std = 1.0
-
-    def check_time(self, t, like=None):
-        """``t`` as a float tensor (on ``like``'s device and dtype when given), checked to lie in [0, T]."""
-        if isinstance(t, torch.Tensor):
-            if not t.is_floating_point():
-                raise TypeError(
-                    f"t must be a floating-point tensor, got dtype {t.dtype}"
-                )
-        elif isinstance(t, (int, float)):
-            t = torch.tensor(
-                float(t), dtype=torch.float64 if like is None else like.dtype
-            )
-        else:
-            raise TypeError(f"t must be a float or a tensor, got {type(t).__name__}")
-        if like is not None:
-            t = t.to(device=like.device, dtype=like.dtype)
-            if t.dim() == 1 and t.shape[0] != like.shape[0]:
-                raise ValueError(
-                    f"t has shape {tuple(t.shape)} but x has batch size {like.shape[0]}"
-                )
-            if t.dim() > 1:
-                raise ValueError(
-                    f"t must be a scalar or shaped (batch,), got shape {tuple(t.shape)}"
-                )
-        if torch.isnan(t).any() or (t < 0).any() or (t > self.T).any():
-            raise ValueError(
-                f"t must lie in [0, T={self.T}], got values in "
-                f"[{t.min().item():.4g}, {t.max().item():.4g}]"
-            )
-        return t
 
     # alpha(t), sigma(t), f(t) and g2(t) come from the subclass.
 
@@ -107,13 +82,15 @@ class GaussianPath:
 
         Returns (drift shaped like x, diffusion shaped (B, 1, ..., 1) or ()).
         """
-        t = self.check_time(t, x)
         drift = append_dims(self.f(t), x.dim()) * x  # (B, ...)
         return drift, append_dims(self.g(t), x.dim())
 
     def marginal(self, x0, t):
-        """Mean alpha(t) x0 and std sigma(t) of p_t(x | x0); std shaped (B, 1, ..., 1)."""
-        t = self.check_time(t, x0)
+        """Mean alpha(t) x0 and std sigma(t) of p_t(x | x0); std shaped (B, 1, ..., 1).
+
+        ``t``: a float or a tensor () or (B,) in [0, T], checked here (the door).
+        """
+        t = checks.times(t, t_max=self.T, like=x0)
         mean = append_dims(self.alpha(t), x0.dim()) * x0
         return mean, append_dims(self.sigma(t), x0.dim())
 
@@ -178,7 +155,6 @@ class VPSDE(GaussianPath):
 
     def log_alpha(self, t):
         """log alpha(t) = -1/2 int_0^t beta = -t beta_min / 2 - t^2 (beta_max - beta_min) / 4."""
-        t = self.check_time(t)
         return -0.5 * t * self.beta_min - 0.25 * t**2 * (self.beta_max - self.beta_min)
 
     def alpha(self, t):
@@ -241,10 +217,10 @@ class VESDE(GaussianPath):
 
     def noise_scale(self, t):
         """The noise scale s(t) = sigma_min (sigma_max / sigma_min)^t of eq. (16)."""
-        return self.sigma_min * (self.sigma_max / self.sigma_min) ** self.check_time(t)
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
     def f(self, t):
-        return torch.zeros_like(self.check_time(t))  # no drift
+        return torch.zeros_like(t)  # no drift
 
     def g2(self, t):
         return self.noise_scale(t) ** 2 * (
@@ -252,7 +228,7 @@ class VESDE(GaussianPath):
         )
 
     def alpha(self, t):
-        return torch.ones_like(self.check_time(t))
+        return torch.ones_like(t)
 
     def sigma(self, t):
         return torch.sqrt(self.noise_scale(t) ** 2 - self.sigma_min**2)
@@ -288,26 +264,24 @@ class LinearPath(GaussianPath):
         self.T = float(t_max)
 
     def alpha(self, t):
-        return 1.0 - self.check_time(t)
+        return 1.0 - t
 
     def sigma(self, t):
-        return self.check_time(t).clone()
+        return t.clone()
 
     def d_alpha(self, t):
-        return -torch.ones_like(self.check_time(t))
+        return -torch.ones_like(t)
 
     def d_sigma(self, t):
-        return torch.ones_like(self.check_time(t))
+        return torch.ones_like(t)
 
     def f(self, t):
-        return -1.0 / (1.0 - self.check_time(t))
+        return -1.0 / (1.0 - t)
 
     def g2(self, t):
-        t = self.check_time(t)
         return 2.0 * t / (1.0 - t)
 
     def lam(self, t):
-        t = self.check_time(t)
         return 2 * (torch.log1p(-t) - torch.log(t))
 
     def t_of_lam(self, lam):
@@ -375,7 +349,6 @@ class DiscreteVP(GaussianPath):
         return n / self.num_steps
 
     def _segment(self, t):
-        t = self.check_time(t)
         u = t.double() * self.num_steps
         n = u.floor().clamp(max=self.num_steps - 1).long()  # segment [t_n, t_{n+1}]
         return t, n, u - n
@@ -439,7 +412,6 @@ class ReverseSDE:
 
     def sde(self, x, t):
         """(drift, diffusion) of the reverse process at (x, t); diffusion is 0 for the ODE."""
-        t = self.forward.check_time(t, x)
         t = t.expand(x.shape[0]) if t.dim() == 0 else t  # score_fn gets t of shape (B,)
         drift, diffusion = self.forward.sde(x, t)
         score = self.score_fn(x, t)
