@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from . import parameterization, samplers
+from . import denoising, samplers
 from .sde import append_dims
 
 
@@ -136,7 +136,7 @@ def velocity_regression(model, x0, eps, t, path):
     output = model(x_t, t)
     loss = (output - target).pow(2).flatten(1).mean(1).mean()
     with torch.no_grad():
-        eps_hat, x0_hat = parameterization.eps_and_x0(
+        eps_hat, x0_hat = denoising.eps_and_x0(
             output.detach(), x_t, alpha, sigma, "velocity", d_alpha, d_sigma
         )
         parts = {
@@ -286,5 +286,5 @@ def lam_weighting(path, lam, parameterization="velocity", density=None):
     alpha, sigma, d_alpha, d_sigma = (c(t) for c in coefficients)
     dlam_dt = 2 * (d_alpha / alpha - d_sigma / sigma)
     p_t = torch.ones_like(t) if density is None else density(t)
-    w_q = parameterization.eps_weight(alpha, sigma, parameterization, d_alpha, d_sigma)
+    w_q = denoising.eps_weight(alpha, sigma, parameterization, d_alpha, d_sigma)
     return p_t / dlam_dt.abs() / w_q

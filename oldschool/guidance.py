@@ -22,7 +22,7 @@ that label (SD's ``guidance_scale`` is this w; Ho & Salimans write it as 1 + w).
 import torch
 import torch.nn as nn
 
-from .parameterization import dsm_loss
+from .denoising import dsm_loss
 
 
 class LabelTokens(nn.Module):

@@ -2,7 +2,7 @@
 
 ``ScoreMLP`` is a residual MLP ``(x, t) -> output shaped like x``; what the output means
 (noise, clean data, v, score or velocity) is the *parameterization*, chosen by the loss
-(``oldschool.parameterization.dsm_loss``, ``oldschool.flow_matching``). Its time
+(``oldschool.denoising.dsm_loss``, ``oldschool.flow_matching``). Its time
 features come from ``oldschool.embeddings``. ``train_score_mlp`` is the one training
 recipe those chapters share: a ScoreMLP of the chapter's sizes, AdamW with an EMA of the
 weights (``oldschool.train.train``).

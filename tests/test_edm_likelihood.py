@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from oldschool import edm, likelihood, samplers, toy
+from oldschool import edm, gaussian_mixture, likelihood, samplers
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -155,11 +155,14 @@ def test_ddpm_betas_kinds_and_errors():
 
 @pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
 def test_time_is_validated(sde):
+    """marginal and perturb are the doors; the coefficients trust their callers."""
     x = torch.zeros(3, 2)
     with pytest.raises(ValueError, match=r"t must lie in \[0, T"):
-        sde.sde(x, torch.tensor([0.5, 1.2, 0.1]))
+        sde.marginal(x, torch.tensor([0.5, 1.2, 0.1]))
     with pytest.raises(ValueError, match=r"t must lie in \[0, T"):
-        sde.sigma(-0.1)
+        sde.perturb(x, -0.1)
+    with pytest.raises(TypeError, match="t must be a float or a tensor"):
+        sde.marginal(x, "0.5")
     with pytest.raises(TypeError, match="floating-point"):
         sde.marginal(x, torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match="batch size"):
@@ -260,7 +263,7 @@ def test_linear_path_closed_forms_and_end_time():
     torch.testing.assert_close(lin.g2(t), 2 * t / (1 - t))
     assert lin.T == 0.999 and lin.lam(torch.tensor(0.5)).item() == 0.0  # SNR 1 halfway
     with pytest.raises(ValueError, match=r"t must lie in \[0, T=0.999\]"):
-        lin.alpha(1.0)  # f = -1/(1 - t) is infinite there
+        lin.marginal(torch.zeros(2, 2), 1.0)  # f = -1/(1 - t) is infinite there
     with pytest.raises(ValueError, match="t_max"):
         LinearPath(t_max=1.0)
 

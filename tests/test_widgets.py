@@ -11,10 +11,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from oldschool import explorer, toy, trajectories, widgets  # noqa: E402
+from oldschool import explorer, gaussian_mixture, trajectories, widgets  # noqa: E402
 from oldschool.sde import VESDE, VPSDE, SubVPSDE  # noqa: E402
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""The parameterizations of a denoiser and the denoising loss that trains them.
+"""What a denoiser predicts (its parameterization) and the denoising loss that trains it.
 
 * ``targets``, ``eps_and_x0``, ``eps_weight``: the algebra between the five things a
   network may predict from x_t (noise, clean data, v, score, velocity).
