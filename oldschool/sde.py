@@ -16,8 +16,8 @@ Shapes: ``x`` is (B, ...) (2-D points (B, D) or images (B, C, H, W)); ``t`` is a
 tensor of shape (B,). Coefficients that multiply ``x`` come back broadcast as (B, 1, ..., 1)
 by ``append_dims``, so the same code serves points and images. Times lie in [0, T]:
 ``marginal`` and ``perturb`` check theirs once (the door); the coefficients (``alpha``,
-``sigma``, ``lam``, ``f``, ``g2``, ...) take a tensor t and trust their caller, as the
-samplers check their time grid once at entry.
+``sigma``, ``lam``, ``f``, ``g2``, ...) take t (a float or a tensor) and trust their
+caller, as the samplers check their time grid once at entry.
 """
 
 import math
@@ -33,6 +33,15 @@ def append_dims(v, ndim):
     if v.dim() > ndim:
         raise ValueError(f"cannot broadcast a {v.dim()}-dim tensor to {ndim} dims")
     return v.reshape(v.shape + (1,) * (ndim - v.dim()))
+
+
+def _time(t):
+    """A float time as a float64 tensor; a tensor as it is (no check: callers checked)."""
+    return (
+        t
+        if isinstance(t, torch.Tensor)
+        else torch.tensor(float(t), dtype=torch.float64)
+    )
 
 
 class GaussianPath:
@@ -145,7 +154,7 @@ class VPSDE(GaussianPath):
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
     def beta(self, t):
-        return self.beta_min + t * (self.beta_max - self.beta_min)
+        return self.beta_min + _time(t) * (self.beta_max - self.beta_min)
 
     def f(self, t):
         return -0.5 * self.beta(t)
@@ -155,6 +164,7 @@ class VPSDE(GaussianPath):
 
     def log_alpha(self, t):
         """log alpha(t) = -1/2 int_0^t beta = -t beta_min / 2 - t^2 (beta_max - beta_min) / 4."""
+        t = _time(t)
         return -0.5 * t * self.beta_min - 0.25 * t**2 * (self.beta_max - self.beta_min)
 
     def alpha(self, t):
@@ -217,10 +227,10 @@ class VESDE(GaussianPath):
 
     def noise_scale(self, t):
         """The noise scale s(t) = sigma_min (sigma_max / sigma_min)^t of eq. (16)."""
-        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** _time(t)
 
     def f(self, t):
-        return torch.zeros_like(t)  # no drift
+        return torch.zeros_like(_time(t))  # no drift
 
     def g2(self, t):
         return self.noise_scale(t) ** 2 * (
@@ -228,7 +238,7 @@ class VESDE(GaussianPath):
         )
 
     def alpha(self, t):
-        return torch.ones_like(t)
+        return torch.ones_like(_time(t))
 
     def sigma(self, t):
         return torch.sqrt(self.noise_scale(t) ** 2 - self.sigma_min**2)
@@ -264,24 +274,26 @@ class LinearPath(GaussianPath):
         self.T = float(t_max)
 
     def alpha(self, t):
-        return 1.0 - t
+        return 1.0 - _time(t)
 
     def sigma(self, t):
-        return t.clone()
+        return _time(t).clone()
 
     def d_alpha(self, t):
-        return -torch.ones_like(t)
+        return -torch.ones_like(_time(t))
 
     def d_sigma(self, t):
-        return torch.ones_like(t)
+        return torch.ones_like(_time(t))
 
     def f(self, t):
-        return -1.0 / (1.0 - t)
+        return -1.0 / (1.0 - _time(t))
 
     def g2(self, t):
+        t = _time(t)
         return 2.0 * t / (1.0 - t)
 
     def lam(self, t):
+        t = _time(t)
         return 2 * (torch.log1p(-t) - torch.log(t))
 
     def t_of_lam(self, lam):
@@ -349,6 +361,7 @@ class DiscreteVP(GaussianPath):
         return n / self.num_steps
 
     def _segment(self, t):
+        t = _time(t)
         u = t.double() * self.num_steps
         n = u.floor().clamp(max=self.num_steps - 1).long()  # segment [t_n, t_{n+1}]
         return t, n, u - n
