@@ -1,4 +1,4 @@
-"""What a denoiser predicts (its parameterization) and the denoising loss that trains it.
+"""What a denoiser predicts (its parameterization) and the loss that trains it.
 
 * ``targets``, ``eps_and_x0``, ``eps_weight``: the algebra between the five things a
   network may predict from x_t (noise, clean data, v, score, velocity).
@@ -40,7 +40,7 @@ PARAMETERIZATIONS = ("eps", "x0", "v", "score", "velocity")
 
 
 def _coefficients(sde, t, ndim):
-    """alpha, sigma, alpha', sigma' of the path at times t (B,), each shaped (B, 1, ...)."""
+    """alpha, sigma, alpha', sigma' of the path at t (B,), each shaped (B, 1, ...)."""
     coefficients = (sde.alpha, sde.sigma, sde.d_alpha, sde.d_sigma)
     return tuple(append_dims(c(t), ndim) for c in coefficients)
 
@@ -56,11 +56,11 @@ def _needs_derivatives(parameterization, d_alpha, d_sigma):
 def targets(x0, eps, alpha, sigma, d_alpha=None, d_sigma=None):
     """What each parameterization regresses on, given x_t = alpha x0 + sigma eps.
 
-    Returns a dict: eps, x0, v = (alpha eps - sigma x0) / sqrt(alpha^2 + sigma^2) (Salimans
-    & Ho 2022 on a VP path, where the root is 1), score = -eps / sigma, the score of
-    q(x_t | x_0) (Vincent 2011), and, when the path's derivatives ``d_alpha`` and ``d_sigma``
-    are given, velocity = alpha' x0 + sigma' eps = d x_t / dt (Lipman et al. 2023;
-    Liu et al. 2023: eps - x0 on the linear path).
+    Returns a dict: eps, x0, v = (alpha eps - sigma x0) / sqrt(alpha^2 + sigma^2)
+    (Salimans & Ho 2022 on a VP path, where the root is 1), score = -eps / sigma, the
+    score of q(x_t | x_0) (Vincent 2011), and, when the path's derivatives ``d_alpha``
+    and ``d_sigma`` are given, velocity = alpha' x0 + sigma' eps = d x_t / dt (Lipman et
+    al. 2023; Liu et al. 2023: eps - x0 on the linear path).
     """
     r = torch.sqrt(alpha**2 + sigma**2)
     out = {
@@ -75,7 +75,7 @@ def targets(x0, eps, alpha, sigma, d_alpha=None, d_sigma=None):
 
 
 def eps_and_x0(output, x_t, alpha, sigma, parameterization, d_alpha=None, d_sigma=None):
-    """The (eps, x0) predictions implied by a model ``output`` of the given parameterization.
+    """The (eps, x0) predictions implied by a model ``output`` of a parameterization.
 
     Inverts x_t = alpha x0 + sigma eps together with the parameterization's own target
     (``targets``): every parameterization is a linear map of (x_t, output). For v, with
@@ -116,17 +116,18 @@ def dsm_loss(
     t=None,
     weighting="own",
 ):
-    """Denoising loss: E_{t, x0, noise} w(t) || model(x_t, t) - target ||^2, as (loss, parts).
+    """Denoising loss E_{t, x0, noise} w(t) ||model(x_t, t) - target||^2: (loss, parts).
 
-    t ~ U(t_min, T) (T = ``sde.T``, 1 when absent), noise ~ N(0, I), x_t = alpha_t x0 + sigma_t noise
-    with alpha_t = ``sde.alpha(t)``, sigma_t = ``sde.sigma(t)``; the target is the one of
-    ``targets`` for ``parameterization``. This is the ELBO of notes section 3 (intro) with
-    its per-time weights replaced by ``weighting``:
+    t ~ U(t_min, T) (T = ``sde.T``, 1 when absent), noise ~ N(0, I), x_t = alpha_t x0 +
+    sigma_t noise with alpha_t = ``sde.alpha(t)``, sigma_t = ``sde.sigma(t)``; the
+    target is the one of ``targets`` for ``parameterization``. This is the ELBO of notes
+    section 3 (intro) with its per-time weights replaced by ``weighting``:
 
     * "own": w = 1, the plain MSE of the parameterization's own target (DDPM's "simple"
       loss for "eps", Ho et al. 2020; Vincent 2011's DSM for "score").
-    * "eps": w chosen so that the loss equals the eps-MSE of the implied noise prediction,
-      whatever the parameterization (for "score" it is w = sigma_t^2, Song et al. 2021).
+    * "eps": w chosen so that the loss equals the eps-MSE of the implied noise
+      prediction, whatever the parameterization (for "score" it is w = sigma_t^2, Song
+      et al. 2021).
 
     The squared error is averaged over the data dimensions, then over the batch.
     ``t`` (B,) fixes the times instead of sampling them. ``parts`` has ``mse_eps`` and
@@ -156,7 +157,8 @@ def dsm_loss(
     output = model(x_t, t)
     if output.shape != x0.shape:
         raise ValueError(
-            f"the model returned shape {tuple(output.shape)}, expected {tuple(x0.shape)}"
+            f"the model returned shape {tuple(output.shape)}, "
+            f"expected {tuple(x0.shape)}"
         )
     target = targets(x0, noise, alpha, sigma, d_alpha, d_sigma)[parameterization]
     per_sample = (output - target).pow(2).flatten(1).mean(1)  # (B,)
@@ -182,12 +184,12 @@ def dsm_loss(
 
 
 def eps_weight(alpha, sigma, parameterization, d_alpha=None, d_sigma=None):
-    """w(t) with  eps-MSE = w(t) * (MSE of ``parameterization``'s own target), elementwise.
+    """w(t) with eps-MSE = w(t) * (MSE of the parameterization's own target).
 
-    eps: 1; x0: SNR = alpha^2 / sigma^2; score: sigma^2; v: alpha^2 / (alpha^2 + sigma^2)
-    = SNR / (1 + SNR) on every path; velocity: (alpha / (alpha sigma' - sigma alpha'))^2,
-    which is (1 - t)^2 = 1 / (1 + e^(-lam/2))^2 on the linear path. Chapter 4 derives the
-    first four with sympy (``symbolic``), chapter 8 the last.
+    eps: 1; x0: SNR = alpha^2 / sigma^2; score: sigma^2; v: alpha^2 / (alpha^2 +
+    sigma^2) = SNR / (1 + SNR) on every path; velocity: (alpha / (alpha sigma' - sigma
+    alpha'))^2, which is (1 - t)^2 = 1 / (1 + e^(-lam/2))^2 on the linear path. Chapter
+    4 derives the first four with sympy (``symbolic``), chapter 8 the last.
     """
     _needs_derivatives(parameterization, d_alpha, d_sigma)
     if parameterization == "velocity":
@@ -230,10 +232,11 @@ def score_fn_from_model(model, sde, parameterization="eps"):
     """score_fn(x, t) ~ grad_x log p_t(x) from a model trained with ``dsm_loss``.
 
     Tweedie / DSM: the best eps-prediction is -sigma_t times the score, so the score is
-    -eps_hat / sigma_t, with eps_hat the noise implied by the model's output (``eps_and_x0``).
-    A velocity model gives the score the samplers need in the same way, and the
-    probability-flow drift f x - 1/2 g^2 score built from it is that velocity again
-    (chapter 8). ``t`` has shape (B,). The returned function has no gradient tape.
+    -eps_hat / sigma_t, with eps_hat the noise implied by the model's output
+    (``eps_and_x0``). A velocity model gives the score the samplers need in the same
+    way, and the probability-flow drift f x - 1/2 g^2 score built from it is that
+    velocity again (chapter 8). ``t`` has shape (B,). The returned function has no
+    gradient tape.
     """
     checks.one_of(parameterization, "parameterization", PARAMETERIZATIONS)
 

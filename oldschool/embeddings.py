@@ -31,14 +31,14 @@ def sinusoidal_embedding(
 ):
     """Sinusoidal embedding of times t (B,) -> (B, dim) (Vaswani et al. 2017; DDPM).
 
-    With half = dim // 2 the frequencies are geometric from 1 down towards 1 / max_period,
-        omega_i = max_period ** (-i / (half - downscale_freq_shift)),  i = 0 .. half - 1,
+    With half = dim // 2 the frequencies fall geometrically from 1 to ~1 / max_period,
+        omega_i = max_period ** (-i / (half - downscale_freq_shift)),  i < half,
     and the embedding is [sin(scale t omega), cos(scale t omega)] ([cos, sin] with
-    ``flip_sin_to_cos``), zero-padded by one column when ``dim`` is odd. The options mean
-    what they mean in diffusers' ``get_timestep_embedding`` (downscale_freq_shift=1 is
-    the DDPM/original; SD's U-Net uses flip_sin_to_cos=True, downscale_freq_shift=0).
-    ``scale`` multiplies t: continuous t in [0, 1] with scale=1000 looks like DDPM's steps.
-    The caller checks t and dim (``SinusoidalEmbedding`` checks dim once).
+    ``flip_sin_to_cos``), zero-padded by one column when ``dim`` is odd. The options
+    mean what they mean in diffusers' ``get_timestep_embedding`` (downscale_freq_shift=1
+    is the DDPM/original; SD's U-Net uses flip_sin_to_cos=True, downscale_freq_shift=0).
+    ``scale`` multiplies t: continuous t in [0, 1] with scale=1000 looks like DDPM's
+    steps. The caller checks t and dim (``SinusoidalEmbedding`` checks dim once).
     """
     half = dim // 2
     dtype = t.dtype if t.is_floating_point() else torch.float32
@@ -85,8 +85,9 @@ class SinusoidalEmbedding(nn.Module):
 class GaussianFourierEmbedding(nn.Module):
     """Random Fourier features of t: [sin(2 pi t w), cos(2 pi t w)], w ~ N(0, scale^2).
 
-    Song et al. 2021 (score_sde's ``GaussianFourierProjection``; Tancik et al. 2020). The
-    frequencies w are a buffer, drawn once (from ``generator`` when given), never trained.
+    Song et al. 2021 (score_sde's ``GaussianFourierProjection``; Tancik et al. 2020).
+    The frequencies w are a buffer, drawn once (from ``generator`` when given), never
+    trained.
     """
 
     def __init__(self, dim, scale=16.0, generator=None):

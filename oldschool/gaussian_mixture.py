@@ -27,16 +27,17 @@ def _per_sample(t, x):
 
 
 class GaussianMixture:
-    """p(x) = sum_k w_k N(x | mu_k, Sigma_k) in D dimensions, with its exact diffused score.
+    """p(x) = sum_k w_k N(x | mu_k, Sigma_k), with its exact diffused score.
 
-    weights: (K,) positive, summing to 1. means: (K, D). covs: (K, D, D) symmetric positive
-    definite. Stored in float64; methods compute in the dtype and on the device of ``x``.
+    weights: (K,) positive, summing to 1. means: (K, D). covs: (K, D, D) symmetric
+    positive definite. Stored in float64; methods compute in the dtype and on the device
+    of ``x``.
 
-    Under a linear forward SDE (``oldschool.sde``) a data point becomes m(t) x0 + s(t) eps,
-    so the mixture at time t is again a mixture, of N(m mu_k, m^2 Sigma_k + s^2 I) with the
-    same weights (notes eq. (14); Song et al. 2021). ``score`` returns its gradient of log
-    density exactly: ground truth against which samplers are judged with no score error.
-    With Sigma_k = U_k diag(lambda_k) U_k^T, the diffused covariance is
+    Under a linear forward SDE (``oldschool.sde``) a data point becomes m(t) x0 + s(t)
+    eps, so the mixture at time t is again a mixture, of N(m mu_k, m^2 Sigma_k + s^2 I)
+    with the same weights (notes eq. (14); Song et al. 2021). ``score`` returns its
+    gradient of log density exactly: ground truth against which samplers are judged with
+    no score error. With Sigma_k = U_k diag(lambda_k) U_k^T, the diffused covariance is
     U_k diag(m^2 lambda_k + s^2) U_k^T: one eigendecomposition serves every t.
     """
 
@@ -102,7 +103,7 @@ class GaussianMixture:
         checks.tensor(x, "x", shape=("B", self.dim))
 
     def _components(self, x, m, s2):
-        """log w_k N(x | m mu_k, m^2 Sigma_k + s2 I) and the precision times (x - mean), per k.
+        """log w_k N(x | m mu_k, m^2 Sigma_k + s2 I) and precision (x - mean), per k.
 
         x: (B, D); m, s2: (B,). Returns (log_joint (B, K), precision_diff (B, K, D)).
         """
@@ -137,7 +138,7 @@ class GaussianMixture:
         return torch.softmax(log_joint, dim=1)
 
     def diffused(self, t, sde):
-        """The mixture p_t at one time t under ``sde``: means m mu_k, covs m^2 Sigma_k + s^2 I."""
+        """The mixture p_t at one time t: means m mu_k, covs m^2 Sigma_k + s^2 I."""
         t = checks.times(t, t_max=sde.T)
         m, s = float(sde.alpha(t)), float(sde.sigma(t))
         eye = torch.eye(self.dim, dtype=torch.float64)
@@ -146,7 +147,7 @@ class GaussianMixture:
         )
 
     def coordinate(self, j):
-        """The 1-D marginal of coordinate ``j``: weights w_k, means mu_kj, variances Sigma_k,jj."""
+        """1-D marginal of coordinate ``j``: w_k, means mu_kj, variances Sigma_kjj."""
         if not 0 <= j < self.dim:
             raise ValueError(f"coordinate must lie in [0, {self.dim}), got {j!r}")
         return GaussianMixture(
@@ -154,10 +155,10 @@ class GaussianMixture:
         )
 
     def score(self, x, t, sde):
-        """The exact score grad_x log p_t(x) of the mixture diffused by ``sde`` to time t.
+        """The exact score grad_x log p_t(x) of the mixture diffused by ``sde`` to t.
 
-        x: (B, D); t: a float or a tensor (B,). grad log sum_k w_k N_k = -sum_k r_k C_k^{-1} (x - m mu_k)
-        with responsibilities r_k = p_t(k | x).
+        x: (B, D); t: a float or a tensor (B,). grad log sum_k w_k N_k = -sum_k r_k
+        C_k^{-1} (x - m mu_k) with responsibilities r_k = p_t(k | x).
         """
         self._check_points(x)
         return self._score(x, checks.times(t, t_max=sde.T, like=x), sde)
@@ -170,7 +171,7 @@ class GaussianMixture:
         return -(r[:, :, None] * precision_diff).sum(1)  # (B, D)
 
     def score_fn(self, sde):
-        """``score_fn(x, t)`` for the samplers: this mixture's exact score under ``sde``."""
+        """``score_fn(x, t)`` for a sampler: the exact score under ``sde``."""
         return lambda x, t: self._score(x, t, sde)
 
     # -- moments and conditioning (chapters 5 and 6) ----------------------------------
@@ -196,7 +197,8 @@ class GaussianMixture:
 
     def guided_score_fn(self, sde, components, scale):
         """Classifier-free guidance with exact scores (Ho & Salimans 2022):
-        s_w = s(x) + w (s(x | c) - s(x)) = grad log [p_t(x) p_t(c | x)^w], at every t."""
+        s_w = s(x) + w (s(x | c) - s(x)) = grad log [p_t(x) p_t(c | x)^w], at every
+        t."""
         cond = self.conditional(components)
         return lambda x, t: (
             self._score(x, t, sde)
@@ -204,7 +206,7 @@ class GaussianMixture:
         )
 
     def class_log_posterior(self, x, components):
-        """log p(c | x) at t = 0: the summed responsibilities of the class's components."""
+        """log p(c | x) at t = 0: summed responsibilities of the class's components."""
         self._check_points(x)
         ones = x.new_ones(x.shape[0])
         log_joint, _ = self._components(x, ones, 0 * ones)  # (B, K)
@@ -212,7 +214,7 @@ class GaussianMixture:
         return torch.logsumexp(log_joint[:, idx], 1) - torch.logsumexp(log_joint, 1)
 
     def assigned_weights(self, x):
-        """The fraction of the points (B, D) whose most likely component is k, shape (K,)."""
+        """The fraction of points (B, D) whose likeliest component is k, shape (K,)."""
         labels = self.responsibilities(x).argmax(1)
         return labels.bincount(minlength=self.num_components).to(x.dtype) / len(x)
 
@@ -238,13 +240,13 @@ class GaussianMixture:
         )
         return pool[pick]
 
-    # ----------------------------------------------- chapter 8: the flow-matching velocity
+    # ------------------------------------------- chapter 8: the flow-matching velocity
 
     def posterior_means(self, x, t, path):
-        """E[x0 | x_t = x] and E[eps | x_t = x] under ``path``, exactly: two tensors (B, D).
+        """E[x0 | x_t = x] and E[eps | x_t = x] under ``path``, exactly: two (B, D).
 
-        Given component k, (x0, x_t) is jointly Gaussian, so with C_k = alpha^2 Sigma_k +
-        sigma^2 I and P_k = C_k^{-1} (x - alpha mu_k) (Bishop 2006, eq. (2.116)):
+        Given component k, (x0, x_t) is jointly Gaussian, so with C_k = alpha^2 Sigma_k
+        + sigma^2 I and P_k = C_k^{-1} (x - alpha mu_k) (Bishop 2006, eq. (2.116)):
             E[x0 | x, k] = mu_k + alpha Sigma_k P_k,      E[eps | x, k] = sigma P_k,
         and the mixture averages them with the responsibilities r_k = p_t(k | x).
         """
@@ -269,11 +271,12 @@ class GaussianMixture:
         return x0_mean, eps_mean
 
     def velocity(self, x, t, path):
-        """The exact marginal velocity u_t(x) = E[alpha' x0 + sigma' eps | x_t = x], (B, D).
+        """The exact marginal velocity u_t(x) = E[alpha' x0 + sigma' eps | x_t = x].
 
-        The field whose ODE dx/dt = u_t(x) carries p_0 to p_t along ``path``: the minimizer
-        of the flow-matching loss (Lipman et al. 2023; Liu et al. 2023). It equals
-        the probability-flow drift f x - 1/2 g^2 score of eq. (18) (chapter 8 derives it).
+        The field whose ODE dx/dt = u_t(x) carries p_0 to p_t along ``path``: the
+        minimizer of the flow-matching loss (Lipman et al. 2023; Liu et al. 2023). It
+        equals the probability-flow drift f x - 1/2 g^2 score of eq. (18) (chapter 8
+        derives it).
         """
         self._check_points(x)
         return self._velocity(x, checks.times(t, t_max=path.T, like=x), path)
@@ -285,12 +288,12 @@ class GaussianMixture:
         return d_alpha * x0_mean + d_sigma * eps_mean
 
     def velocity_fn(self, path):
-        """``velocity_fn(x, t)``: this mixture's exact flow-matching velocity under ``path``."""
+        """``velocity_fn(x, t)``: the exact flow-matching velocity on ``path``."""
         return lambda x, t: self._velocity(x, t, path)
 
 
 def example_mixture():
-    """The 2-D mixture of chapters 5 and 6: four components, unequal weights, tilted ellipses."""
+    """The 2-D mixture of chapters 5, 6 and 8: four tilted ellipses, unequal weights."""
 
     def tilted(std_long, std_short, angle):
         c, s = math.cos(angle), math.sin(angle)

@@ -31,13 +31,14 @@ class ResidualBlock(nn.Module):
 
 
 class ScoreMLP(nn.Module):
-    """A residual MLP ``(x, t) -> output`` with the shape of x (B, dim), for 2-D toy data.
+    """A residual MLP ``(x, t) -> output`` shaped like x (B, dim), for 2-D toy data.
 
     The output is a noise, clean-data, velocity or score prediction depending on which
     ``dsm_loss`` parameterization trains it. t is continuous (B,), embedded with a
     sinusoidal embedding of 1000 t (DDPM's step index when t is in [0, 1]) unless
     ``time_embedding`` (a module t -> (B, embed_dim), e.g. ``GaussianFourierEmbedding``)
-    is given. The last layer starts at zero, so an untrained model predicts 0 (DiT's init).
+    is given. The last layer starts at zero, so an untrained model predicts 0 (DiT's
+    init).
     """
 
     def __init__(self, dim=2, hidden=128, layers=3, embed_dim=64, time_embedding=None):
@@ -73,7 +74,7 @@ class ScoreMLP(nn.Module):
 def train_score_mlp(
     loss_fn, data, S, *, seed=None, model=None, generator=None, desc=""
 ):
-    """Train a ScoreMLP with the recipe of chapters 4-6 and 8; returns the train History.
+    """Train a ScoreMLP with the recipe of chapters 4-6 and 8; returns train's History.
 
     loss_fn(model, batch) -> (loss, parts), e.g. a ``dsm_loss`` with its path fixed.
     data: a tensor (N, 2) (or a tuple of tensors sharing N), already on the device the

@@ -74,7 +74,7 @@ DATASETS = {
 
 
 def sample_2d(name, n, generator=None):
-    """``n`` points from the 2-D data set ``name`` (one of ``DATASETS``), shape (n, 2)."""
+    """``n`` points of the 2-D data set ``name`` (one of ``DATASETS``), shape (n, 2)."""
     if name not in DATASETS:
         raise ValueError(
             f"unknown 2-D data set {name!r}; choose one of {sorted(DATASETS)}"

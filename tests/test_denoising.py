@@ -11,8 +11,9 @@ import torch
 from oldschool import denoising, nets, symbolic, toy
 from oldschool.sde import VESDE, VPSDE, LinearPath, SubVPSDE, append_dims
 
-# every parameterization on every kind of path: VP (alpha^2 + sigma^2 = 1), VE (alpha = 1,
-# sigma up to 50), sub-VP, and the linear path of rectified flow (alpha = 1 - t, sigma = t)
+# every parameterization on every kind of path: VP (alpha^2 + sigma^2 = 1), VE
+# (alpha = 1, sigma up to 50), sub-VP, and the linear path of rectified flow
+# (alpha = 1 - t, sigma = t)
 PATHS = {"vp": VPSDE(), "ve": VESDE(), "subvp": SubVPSDE(), "linear": LinearPath()}
 CASES = [(p, name) for p in denoising.PARAMETERIZATIONS for name in PATHS]
 
@@ -26,9 +27,11 @@ def coefficients(sde, t, ndim=2):
 
 
 class GaussianOracle(torch.nn.Module):
-    """The exact minimizer of the loss when x0 ~ N(0, s0^2 I): E[target | x_t], for any parameterization.
+    """The exact minimizer of the loss when x0 ~ N(0, s0^2 I): E[target | x_t], for any
+    parameterization.
 
-    x_t ~ N(0, (alpha^2 s0^2 + sigma^2) I) and E[eps | x_t] = sigma x_t / (alpha^2 s0^2 + sigma^2).
+    x_t ~ N(0, (alpha^2 s0^2 + sigma^2) I) and E[eps | x_t] = sigma x_t / (alpha^2 s0^2
+    + sigma^2).
     """
 
     def __init__(self, sde, s0, parameterization):
@@ -68,7 +71,8 @@ def test_eps_and_x0_inverts_targets(parameterization, path):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_v_is_the_angular_velocity_of_the_rescaled_path(path):
-    """v = d(x_t / r)/d phi with phi = atan2(sigma, alpha), r = sqrt(alpha^2 + sigma^2), by the chain rule."""
+    """v = d(x_t / r)/d phi with phi = atan2(sigma, alpha), r = sqrt(alpha^2 + sigma^2),
+    by the chain rule."""
     sde = PATHS[path]
     g = torch.Generator().manual_seed(2)
     x0, eps = (
@@ -124,7 +128,7 @@ def test_velocity_on_the_linear_path_is_noise_minus_data():
 
 @pytest.mark.parametrize("parameterization, path", CASES)
 def test_eps_weighting_makes_every_parameterization_the_eps_mse(parameterization, path):
-    """The same (imperfect) eps-predictor written in five parameterizations: weighted losses agree."""
+    """An imperfect eps-predictor in five parameterizations: weighted losses agree."""
     sde = PATHS[path]
     torch.manual_seed(0)
     eps_model = nets.ScoreMLP(dim=2, hidden=16, layers=1, embed_dim=8).double()
@@ -159,7 +163,8 @@ def test_eps_weighting_makes_every_parameterization_the_eps_mse(parameterization
 
 @pytest.mark.parametrize("parameterization, path", CASES)
 def test_dsm_loss_of_the_oracle_is_the_posterior_variance(parameterization, path):
-    """On x0 ~ N(0, s0^2 I) the loss at fixed t bottoms out at Var(target | x_t), known in closed form."""
+    """On x0 ~ N(0, s0^2 I) the loss at fixed t bottoms out at Var(target | x_t), a
+    closed form."""
     sde, s0, n = PATHS[path], 0.5, 100_000
     g = torch.Generator().manual_seed(2)
     x0 = s0 * torch.randn(n, 2, generator=g, dtype=torch.float64)
@@ -298,7 +303,7 @@ VP = VPSDE()
 
 
 def prediction_maps_hold(targets):
-    """ch4-param: sympy's maps between the four predictions = denoising.eps_and_x0 + ``targets``."""
+    """ch4-param: sympy's maps between the four predictions = eps_and_x0 + targets."""
     maps, (x_t_sym, output, alpha, sigma) = symbolic.prediction_maps()
     g = torch.Generator().manual_seed(2)
     t = 0.01 + 0.98 * torch.rand(200, generator=g, dtype=torch.float64)
@@ -330,7 +335,7 @@ def test_ch4_parameterization_check_fails_on_a_flipped_sign_in_v():
 
 
 def loss_weights_hold(eps_weight):
-    """ch4-weights: the sympy weight of each loss times ``eps_weight`` is 1 on the VP grid."""
+    """ch4-weights: each loss's sympy weight times eps_weight is 1 on the VP grid."""
     w_alpha_sigma, w_snr, (alpha, sigma, snr) = symbolic.loss_weights_vs_snr()
     t = torch.linspace(0.001, 1.0, 100, dtype=torch.float64)
     a, s = VP.alpha(t), VP.sigma(t)
@@ -351,7 +356,7 @@ def test_ch4_weight_check_fails_on_a_dropped_square():
 
 
 def ratios_hold(model):
-    """ch4-equivalent: MSE_q / MSE_eps from denoising.prediction_errors = the sympy weights."""
+    """ch4-equivalent: MSE_q / MSE_eps from prediction_errors = the sympy weights."""
     _, w_snr, (_, _, snr) = symbolic.loss_weights_vs_snr()
     x0 = toy.sample_2d("moons", 512, generator=torch.Generator().manual_seed(4))
     for t in (0.05, 0.5, 1.0):
@@ -390,7 +395,7 @@ def test_ch4_ratio_check_checks_the_code_not_the_training(monkeypatch):
 
 
 def beats_control(trained, control, x_eval, batches=16):
-    """ch4-train: held-out eps-MSE of ``trained`` below ``control``'s by > 5 standard errors."""
+    """ch4-train: held-out eps-MSE of ``trained`` below ``control``'s by > 5 SE."""
     mse = {"trained": [], "control": []}
     with torch.no_grad():
         for k, x0 in enumerate(x_eval.chunk(batches)):

@@ -90,7 +90,7 @@ def test_diffused_mixture_matches_noised_samples(sde):
     )
     cov = second - torch.outer(mean, mean)
     torch.testing.assert_close(torch.cov(x_t.T), cov, rtol=0.03, atol=1e-3)
-    # the average log-density of its own samples is minus the entropy: a fresh draw agrees
+    # the mean log-density of its own samples is minus the entropy: a fresh draw agrees
     fresh = g_t.sample(100_000, generator=gen, dtype=torch.float64)
     assert abs(g_t.log_prob(x_t).mean() - g_t.log_prob(fresh).mean()) < 0.03
 
@@ -142,7 +142,7 @@ def test_moments_are_the_law_of_total_variance():
     assert (torch.cov(x.T) - cov).abs().max() < 0.01
 
 
-# ---------------------------------------------------------------- chapter 8: the exact velocity
+# ----------------------------------------------------- chapter 8: the exact velocity
 
 PATHS = SDES + [LinearPath()]
 PATH_IDS = SDE_IDS + ["linear"]
@@ -150,7 +150,7 @@ PATH_IDS = SDE_IDS + ["linear"]
 
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
 def test_velocity_is_the_probability_flow_drift_of_the_autograd_score(path):
-    """u_t = f x - 1/2 g^2 grad log p_t, with grad log p_t by autograd of the diffused density."""
+    """u_t = f x - 1/2 g^2 grad log p_t, the gradient by autograd of diffused p_t."""
     g = gaussian_mixture.example_mixture()
     x = 1.5 * torch.randn(40, 2, dtype=torch.float64)
     for t in (0.01, 0.3, 0.7, 0.99):
@@ -162,7 +162,7 @@ def test_velocity_is_the_probability_flow_drift_of_the_autograd_score(path):
 
 
 def test_velocity_is_the_conditional_mean_of_the_path_velocity():
-    """Monte Carlo: regress alpha' x0 + sigma' eps on x_t near a point; the mean matches u_t(x)."""
+    """Monte Carlo: alpha' x0 + sigma' eps regressed on x_t near a point is u_t(x)."""
     g, lin = gaussian_mixture.example_mixture(), LinearPath()
     gen = torch.Generator().manual_seed(0)
     x0 = g.sample(400_000, generator=gen, dtype=torch.float64)

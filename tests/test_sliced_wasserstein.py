@@ -37,7 +37,7 @@ def test_sliced_wasserstein_default_is_one_seeded_ruler():
 
 
 def far_from_prior(samples, prior, n=500):
-    """ch4-sample: samples nearer the data than the prior by > 5 standard errors (sliced W2)."""
+    """ch4-sample: samples nearer the data than the prior by > 5 SE (sliced W2)."""
     fresh = [
         toy.sample_2d("moons", n, generator=torch.Generator().manual_seed(100 + k))
         for k in range(6)

@@ -1,4 +1,4 @@
-"""oldschool.toy: the 2-D data sets (reproducible, in range, and the shapes they name)."""
+"""oldschool.toy: the 2-D data sets (reproducible, in range, the shapes they name)."""
 
 import pytest
 import torch
