@@ -81,20 +81,20 @@ def train_score_mlp(
         model trains on. S: the chapter's settings (``config.settings``), which give the
         sizes (hidden, layers, embed_dim) and the optimization (steps, batch_size, lr,
         ema_decay).
-    seed: the new model is initialized right after ``torch.manual_seed(seed)``, and the
-        batches and the loss's noise come from a generator seeded with ``seed``.
-    model: a ScoreMLP to train in place instead of a new one (then ``seed`` only seeds
-        the generator); generator: the batches' and the noise's generator instead.
+    seed: a new model is initialized right after ``torch.manual_seed(seed)`` (so the
+        loss's own noise, drawn from torch's global generator, follows the seed too),
+        and the batches come from a generator seeded with ``seed``.
+    model: a ScoreMLP to train in place instead of a new one; generator: the batches'
+        generator instead of a new one. (``seed`` is needed only for what is not given.)
     The EMA of the weights is ``history.ema.model`` (DDPM samples with it).
     """
-    if model is None:
+    if model is None or generator is None:
         checks.number(seed, "seed", integer=True)
+    if model is None:
         torch.manual_seed(seed)  # the initialization
         model = ScoreMLP(dim=2, hidden=S.hidden, layers=S.layers, embed_dim=S.embed_dim)
     if generator is None:
-        generator = torch.Generator().manual_seed(
-            checks.number(seed, "seed", integer=True)
-        )
+        generator = torch.Generator().manual_seed(seed)  # the batches
     first = data[0] if isinstance(data, (tuple, list)) else data
     return train.train(
         model.to(first.device),
