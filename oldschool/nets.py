@@ -61,6 +61,12 @@ class ScoreMLP(nn.Module):
         nn.init.zeros_(self.x_out.weight)  # the untrained model outputs exactly 0
         nn.init.zeros_(self.x_out.bias)
 
+    @classmethod
+    def from_settings(cls, S):
+        """A ScoreMLP for 2-D points with a chapter's sizes (S.hidden, S.layers,
+        S.embed_dim from ``config.settings``)."""
+        return cls(dim=2, hidden=S.hidden, layers=S.layers, embed_dim=S.embed_dim)
+
     def forward(self, x, t):
         checks.tensor(x, "x", shape=("B", self.dim))  # the door: the blocks trust it
         checks.tensor(t, "t", shape=(x.shape[0],))
@@ -92,7 +98,7 @@ def train_score_mlp(
         checks.number(seed, "seed", integer=True)
     if model is None:
         torch.manual_seed(seed)  # the initialization
-        model = ScoreMLP(dim=2, hidden=S.hidden, layers=S.layers, embed_dim=S.embed_dim)
+        model = ScoreMLP.from_settings(S)
     if generator is None:
         generator = torch.Generator().manual_seed(seed)  # the batches
     first = data[0] if isinstance(data, (tuple, list)) else data

@@ -65,6 +65,10 @@ def test_train_score_mlp_is_the_recipe_the_chapters_wrote_out():
     history = nets.train_score_mlp(dsm, data, SETTINGS, seed=3, desc="test")
     torch.manual_seed(3)
     by_hand = nets.ScoreMLP(dim=2, hidden=16, layers=1, embed_dim=8)
+    torch.manual_seed(3)
+    sized = nets.ScoreMLP.from_settings(SETTINGS)
+    assert len(sized.blocks) == 1 and sized.x_in.out_features == 16
+    assert torch.equal(sized.x_in.weight, by_hand.x_in.weight)  # same sizes, same init
     expected = nets.train.train(
         by_hand,
         dsm,
@@ -88,7 +92,7 @@ def test_train_score_mlp_is_the_recipe_the_chapters_wrote_out():
 
 def test_train_score_mlp_trains_a_given_model_with_a_given_generator():
     data = torch.randn(128, 2, generator=torch.Generator().manual_seed(2))
-    model = nets.ScoreMLP(dim=2, hidden=16, layers=1, embed_dim=8)
+    model = nets.ScoreMLP.from_settings(SETTINGS)
     before = model.x_out.weight.clone()
     gen = torch.Generator().manual_seed(5)
     nets.train_score_mlp(dsm, data, SETTINGS, model=model, generator=gen)
