@@ -92,6 +92,7 @@ class GaussianPath:
 
         Returns (drift shaped like x, diffusion shaped (B, 1, ..., 1) or ()).
         """
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)  # no check: per step
         drift = append_dims(self.f(t), x.dim()) * x  # (B, ...)
         return drift, append_dims(self.g(t), x.dim())
 
@@ -430,6 +431,7 @@ class ReverseSDE:
 
     def sde(self, x, t):
         """(drift, diffusion) of the reverse at (x, t); 0 diffusion for the ODE."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)  # no check: per step
         t = t.expand(x.shape[0]) if t.dim() == 0 else t  # score_fn gets t of shape (B,)
         drift, diffusion = self.forward.sde(x, t)
         score = self.score_fn(x, t)
