@@ -1,7 +1,7 @@
 """Throughput of the exact-score Euler-Maruyama sampler: particle-steps per second.
 
 Runs ``samplers.euler_maruyama`` on the VP SDE with the exact score of the 2-D example
-mixture of chapters 5-6 (``toy.example_mixture``), for several numbers of particles, and
+mixture of chapters 5-6 (``gaussian_mixture.example_mixture``), for several numbers of particles, and
 reports particles x steps / seconds (median over repeats, after one warm-up run). CPU
 always; a CUDA GPU too when one is present:
 
@@ -17,13 +17,13 @@ import time
 
 import torch
 
-from oldschool import samplers, toy
+from oldschool import gaussian_mixture, samplers
 from oldschool.sde import VPSDE
 
 
 def time_run(device, particles, steps, repeats, dtype=torch.float32):
     """Median seconds of one ``steps``-step run on ``particles`` points (after a warm-up run)."""
-    mixture, sde = toy.example_mixture(), VPSDE()
+    mixture, sde = gaussian_mixture.example_mixture(), VPSDE()
     score_fn = mixture.score_fn(sde)
     generator = torch.Generator(device).manual_seed(0)
     x = sde.prior_sample(

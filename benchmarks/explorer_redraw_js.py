@@ -24,7 +24,7 @@ from playwright.sync_api import sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from explorer_page import control_names, explorers, move, set_kind  # noqa: E402
 
-from oldschool import explorer, toy  # noqa: E402
+from oldschool import explorer, gaussian_mixture  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 
@@ -49,7 +49,7 @@ def main():
     )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    mixture = toy.example_mixture()
+    mixture = gaussian_mixture.example_mixture()
     print(
         f"live explorer redraw in Chromium, {args.particles} particles x {args.steps} steps; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"

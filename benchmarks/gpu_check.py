@@ -211,6 +211,7 @@ def training_throughput(device, capped):
         data,
         guidance,
         nets,
+        denoising,
         perceptual,
         sde,
         train,
@@ -253,7 +254,7 @@ def training_throughput(device, capped):
         x = torch.randn(4096, 2)
         return (
             model,
-            lambda m, b: nets.dsm_loss(m, b, vp, parameterization="eps"),
+            lambda m, b: denoising.dsm_loss(m, b, vp, parameterization="eps"),
             x,
             s4.batch_size,
         )

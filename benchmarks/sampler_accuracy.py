@@ -1,6 +1,6 @@
 """Deterministic samplers against k-diffusion's, on the exact score: error and time per NFE.
 
-The problem of issue 14 and chapter 6: the example mixture (``toy.example_mixture``) under
+The problem of issue 14 and chapter 6: the example mixture (``gaussian_mixture.example_mixture``) under
 ``VPSDE(0.1, 20)``, 4000 particles in float64, the probability-flow ODE from one cloud of
 prior noise to t = 1e-3, against its exact solution (RK45, tolerance 1e-10) from the same
 noise; the error is the mean per-particle distance. Every oldschool sampler runs on every
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from oldschool import solver_study, toy
+from oldschool import gaussian_mixture, solver_study
 from oldschool.sde import VPSDE
 
 
@@ -44,7 +44,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    mixture, sde = toy.example_mixture(), VPSDE(0.1, 20.0)
+    mixture, sde = gaussian_mixture.example_mixture(), VPSDE(0.1, 20.0)
     score_fn = mixture.score_fn(sde)
     gen = torch.Generator().manual_seed(0)
     x = sde.prior_sample((args.particles, 2), generator=gen, dtype=torch.float64)

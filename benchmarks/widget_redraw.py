@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 
 import torch  # noqa: E402
 
-from oldschool import toy, widgets  # noqa: E402
+from oldschool import gaussian_mixture, trajectory_figure, widgets  # noqa: E402
 
 
 def neighbour(control):
@@ -38,11 +38,14 @@ def neighbour(control):
 
 def time_controls(view, repeats):
     """{control: [(wall, cpu) seconds per redraw]} for one view, and the time of the first draw."""
-    mixture = toy.example_mixture()
+    mixture = gaussian_mixture.example_mixture()
     start = time.perf_counter()
     explorer = widgets.KernelExplorer(
         mixture,
-        learned=(widgets.make_sde("VP"), mixture.score_fn(widgets.make_sde("VP"))),
+        learned=(
+            trajectory_figure.make_sde("VP"),
+            mixture.score_fn(trajectory_figure.make_sde("VP")),
+        ),
         view=view,
     )
     first = time.perf_counter() - start

@@ -3,7 +3,7 @@
  *
  * A second implementation, in plain JavaScript and float64, of exactly the math of
  * oldschool.sde (the Gaussian paths x_t = alpha(t) x0 + sigma(t) eps with their SDE
- * dx = f(t) x dt + g(t) dW), oldschool.toy.GaussianMixture.score (the exact diffused score)
+ * dx = f(t) x dt + g(t) dW), oldschool.gaussian_mixture.GaussianMixture.score (the exact diffused score)
  * and oldschool.samplers (Euler-Maruyama on the reverse SDE, eq. (17); Euler and Heun on the
  * probability-flow ODE, eq. (18)); the names are the Python names. tests/test_explorer.py
  * checks the two agree to 1e-6 for the same noise. oldschool.explorer inlines this file into
@@ -88,7 +88,7 @@
   }
 
   // ------------------------------------------------------------------------------------------
-  // The mixture and its exact diffused score (oldschool.toy.GaussianMixture)
+  // The mixture and its exact diffused score (oldschool.gaussian_mixture.GaussianMixture)
   // ------------------------------------------------------------------------------------------
 
   const LOG_2PI = Math.log(2 * Math.PI);
@@ -315,7 +315,7 @@
   const SAMPLERS = { euler_maruyama: euler_maruyama, ode_euler: ode_euler, ode_heun: ode_heun };
 
   function sliced_wasserstein(a, b, gen, num_projections) {
-    // Sliced W2 between two equal-size 2-D clouds (toy.sliced_wasserstein), random directions.
+    // Sliced W2 between two equal-size 2-D clouds (metrics.sliced_wasserstein), random directions.
     const n = a.length / 2, pa = new Float64Array(n), pb = new Float64Array(n);
     let total = 0;
     for (let p = 0; p < num_projections; p++) {

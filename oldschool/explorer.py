@@ -2,7 +2,7 @@
 
 A kernel widget (``oldschool.widgets``) needs a running Python; most readers meet the
 book as rendered pages, where it would sit dead. For a Gaussian mixture the diffused
-score is known in closed form (``toy.GaussianMixture.score``), so the whole experiment
+score is known in closed form (``gaussian_mixture.GaussianMixture.score``), so the whole experiment
 fits in the page: the explorer is one HTML cell output that carries
 
 - ``explorer.js`` (package data next to this file), inlined: a second implementation of
@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 
 from . import checks
-from .toy import GaussianMixture
+from .gaussian_mixture import GaussianMixture
 
 JS_FILE = Path(__file__).with_name("explorer.js")
 
@@ -81,7 +81,7 @@ def mixture_json(mixture):
     """
     if not isinstance(mixture, GaussianMixture) or mixture.dim != 2:
         raise ValueError(
-            f"the explorer draws a 2-D toy.GaussianMixture, got {mixture!r}"
+            f"the explorer draws a 2-D gaussian_mixture.GaussianMixture, got {mixture!r}"
         )
     return {
         "weights": mixture.weights.tolist(),

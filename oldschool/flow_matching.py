@@ -12,10 +12,10 @@ matching regresses a network on it,
 
 and since a squared loss is minimized by a conditional mean, its minimizer is the
 *marginal* velocity u_t(x) = E[alpha' x0 + sigma' eps | x_t = x]
-(``toy.GaussianMixture.velocity``), which is the probability-flow drift
-f x - 1/2 g^2 score of chapter 6. So the loss is ``nets.dsm_loss`` with the "velocity"
+(``gaussian_mixture.GaussianMixture.velocity``), which is the probability-flow drift
+f x - 1/2 g^2 score of chapter 6. So the loss is ``denoising.dsm_loss`` with the "velocity"
 parameterization, and the samplers of chapter 6 run on it through
-``nets.score_fn_from_model(model, path, "velocity")``. On the linear path
+``denoising.score_fn_from_model(model, path, "velocity")``. On the linear path
 (``sde.LinearPath``) the target is eps - x0.
 
 Sampling goes through ``integrate``: the one place this module calls the samplers.
@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from . import checks, nets, samplers
+from . import checks, denoising, samplers
 from .sde import append_dims
 
 
@@ -117,8 +117,8 @@ def velocity_regression(model, x0, eps, t, path):
     """|| model(x_t, t) - (alpha' x0 + sigma' eps) ||^2 for given (x0, eps) and times t.
 
     Averaged over the data dimensions, then the batch; returns (loss, parts) with the
-    errors of the implied noise and clean-data predictions (``nets.eps_and_x0``), as
-    ``nets.dsm_loss`` does.
+    errors of the implied noise and clean-data predictions (``denoising.eps_and_x0``), as
+    ``denoising.dsm_loss`` does.
     """
     coefficients = (path.alpha, path.sigma, path.d_alpha, path.d_sigma)
     alpha, sigma, d_alpha, d_sigma = (append_dims(c(t), x0.dim()) for c in coefficients)
@@ -127,7 +127,7 @@ def velocity_regression(model, x0, eps, t, path):
     output = model(x_t, t)
     loss = (output - target).pow(2).flatten(1).mean(1).mean()
     with torch.no_grad():
-        eps_hat, x0_hat = nets.eps_and_x0(
+        eps_hat, x0_hat = denoising.eps_and_x0(
             output.detach(), x_t, alpha, sigma, "velocity", d_alpha, d_sigma
         )
         parts = {
@@ -143,7 +143,7 @@ def cfm_loss(model, x0, path, *, sampling="uniform", shift=1.0, generator=None):
     eps ~ N(0, I) independent of x0, t from ``sample_times``; the loss is
     ``velocity_regression``; train with
     ``train.train(model, lambda m, x: cfm_loss(m, x, path), ...)``.
-    With uniform t it is ``nets.dsm_loss(model, x0, path, "velocity")``.
+    With uniform t it is ``denoising.dsm_loss(model, x0, path, "velocity")``.
     """
     checks.tensor(x0, "x0", floating=True)
     checks.number(x0.dim(), "x0.dim() (a batch (B, ...))", low=2, integer=True)
@@ -266,7 +266,7 @@ def lam_weighting(path, lam, parameterization="velocity", density=None):
 
     A loss E_t[MSE_q(t)] with t ~ ``density`` (uniform on [0, 1] when None) equals
     int w(lam) MSE_eps(lam) dlam with w = density(t) |dt/dlam| / eps_weight_q(t), where
-    eps_weight_q converts q's error to the eps error (``nets.eps_weight``) and
+    eps_weight_q converts q's error to the eps error (``denoising.eps_weight``) and
     dlam/dt = 2 (alpha'/alpha - sigma'/sigma). Returns w on the grid ``lam``.
     """
     t = path.t_of_lam(lam)
@@ -274,5 +274,5 @@ def lam_weighting(path, lam, parameterization="velocity", density=None):
     alpha, sigma, d_alpha, d_sigma = (c(t) for c in coefficients)
     dlam_dt = 2 * (d_alpha / alpha - d_sigma / sigma)
     p_t = torch.ones_like(t) if density is None else density(t)
-    w_q = nets.eps_weight(alpha, sigma, parameterization, d_alpha, d_sigma)
+    w_q = denoising.eps_weight(alpha, sigma, parameterization, d_alpha, d_sigma)
     return p_t / dlam_dt.abs() / w_q

@@ -4,7 +4,7 @@ classifier-free guidance.
     model = class_conditional_unet(config.settings("ch7"))
     loss, parts = cfg_loss(model, (x0, labels), sde, p_uncond=0.1)      # train
     eps_fn = guided_eps(model, labels, scale=3.0)                        # sample
-    score_fn = nets.score_fn_from_model(eps_fn, sde)
+    score_fn = denoising.score_fn_from_model(eps_fn, sde)
 
 The label becomes a short sequence of context tokens, [start, label], that the U-Net's
 cross-attention layers attend to, exactly where SD puts the CLIP text tokens. The start
@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from . import checks
-from .nets import dsm_loss
+from .denoising import dsm_loss
 from .unet import tiny_unet
 
 
@@ -122,7 +122,7 @@ def drop_labels(labels, p_uncond, null_label, generator=None):
 
 
 def cfg_loss(model, batch, sde, *, p_uncond=0.1, generator=None):
-    """The eps-prediction loss (``nets.dsm_loss``) with label dropout; (loss, parts).
+    """The eps-prediction loss (``denoising.dsm_loss``) with label dropout; (loss, parts).
 
     batch = (x0 (B, C, H, W), labels (B,)). ``parts`` adds ``p_null``, the fraction of
     the batch trained unconditionally (Ho & Salimans 2022, Algorithm 1).

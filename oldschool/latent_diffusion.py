@@ -32,7 +32,7 @@ missing, unexpected or misshapen key.
 import torch
 import torch.nn as nn
 
-from . import checkpoints, guidance, latents, nets
+from . import checkpoints, guidance, latents, denoising
 
 CHECKPOINT_NAME = "this LatentDiffusion"
 
@@ -165,7 +165,9 @@ class LatentDiffusion(nn.Module):
     def guided_score(self, labels, guidance_scale):
         """score(z, t) of the guided eps = eps_null + w (eps_label - eps_null)."""
         eps_fn = guidance.guided_eps(self.denoiser, labels, guidance_scale)
-        return nets.score_fn_from_model(eps_fn, self.schedule, "eps")  # -eps / sigma(t)
+        return denoising.score_fn_from_model(
+            eps_fn, self.schedule, "eps"
+        )  # -eps / sigma(t)
 
     @torch.no_grad()
     def sample(

@@ -9,7 +9,7 @@ with x_T the ODE's image of x ("encode" forwards in time). In 2-D the divergence
 trace of the 2 x 2 Jacobian, exact with two backward passes; in high dimension one uses
 Hutchinson's estimator E_z[z^T (dv/dx) z] = div v for z with E[z z^T] = I (Rademacher
 here; one z per point, fixed along the path as in FFJORD, Grathwohl et al. 2019), one
-vector-Jacobian product per evaluation. For a ``toy.GaussianMixture`` the answer
+vector-Jacobian product per evaluation. For a ``gaussian_mixture.GaussianMixture`` the answer
 log p_{t_min} is known exactly (``mixture.diffused(t_min, sde).log_prob``).
 """
 

@@ -112,3 +112,31 @@ def equal_mse_distortions(photo, top, left, size, shift=2, generator=None):
                 f"{kind} cannot reach the shift's MSE {target:.4g} on this crop; pick a crop with more texture"
             )
     return images, {"blur": blur_sigma, "noise": noise_sigma, "shift": shift}
+
+
+# ------------------------------------------ point clouds (chapters 4-6 and 8)
+
+
+def sliced_wasserstein(x, y, num_projections=256, generator=None):
+    """Sliced 2-Wasserstein distance between two equal-size point clouds (B, D).
+
+    Projects both clouds on random unit directions, where W2 is the distance between the
+    sorted projections, and averages the squared distances over directions. Without a
+    ``generator`` the directions are those of seed 0, the same on every call, so that
+    distances computed in different cells are measured with one ruler (Rabin et al.
+    2011; Bonneel et al. 2015).
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    if x.dim() != 2 or x.shape != y.shape:
+        raise ValueError(
+            "need two point clouds of the same shape (B, D), got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    directions = torch.randn(
+        x.shape[1], num_projections, generator=generator, dtype=torch.float64
+    )
+    directions = directions / directions.norm(dim=0, keepdim=True)  # (D, P)
+    px = (x.double() @ directions.to(x.device)).sort(dim=0).values  # (B, P)
+    py = (y.double() @ directions.to(y.device)).sort(dim=0).values
+    return ((px - py) ** 2).mean().sqrt().item()

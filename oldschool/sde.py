@@ -1,6 +1,7 @@
 """Forward SDEs of diffusion models, their marginals, and the reverse-time processes.
 
-notes 3.1, eqs (14)-(18); Song et al. 2021 (score-based generative modeling through SDEs).
+notes 3.1, eqs (14)-(18); Song et al. 2021 (score-based generative modeling through
+SDEs).
 
 Every forward SDE here is linear, dx = -1/2 beta(t) x dt + g(t) dW (eq. (14)), so the
 marginal given a data point x0 is a Gaussian
@@ -12,9 +13,12 @@ path of rectified flow (``LinearPath``, chapter 8) is one more. Chapter 5
 derives alpha and sigma from the moment ODEs d alpha/dt = f alpha and
 d(sigma^2)/dt = 2 f sigma^2 + g^2 (``oldschool.symbolic``).
 
-Shapes: ``x`` is (B, ...) (2-D points (B, D) or images (B, C, H, W)); ``t`` is a float or a
-tensor of shape (B,). Coefficients that multiply ``x`` come back broadcast as (B, 1, ..., 1)
-by ``append_dims``, so the same code serves points and images. Times must lie in [0, T].
+Shapes: ``x`` is (B, ...) (2-D points (B, D) or images (B, C, H, W)); ``t`` is a float
+or a tensor of shape (B,). Coefficients that multiply ``x`` come back broadcast as
+(B, 1, ..., 1) by ``append_dims``, so the same code serves points and images. Times lie
+in [0, T]: ``marginal`` and ``perturb`` check theirs once (the door); the coefficients
+(``alpha``, ``sigma``, ``lam``, ``f``, ``g2``, ...) take t (a float or a tensor) and
+trust their caller, as the samplers check their time grid once at entry.
 """
 
 import math
@@ -22,12 +26,23 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import checks
+
 
 def append_dims(v, ndim):
-    """Append trailing singleton dims to ``v`` (shape (B,) or ()) until it has ``ndim`` dims."""
+    """Append singleton dims to ``v`` (shape (B,) or ()) until it has ``ndim`` dims."""
     if v.dim() > ndim:
         raise ValueError(f"cannot broadcast a {v.dim()}-dim tensor to {ndim} dims")
     return v.reshape(v.shape + (1,) * (ndim - v.dim()))
+
+
+def _time(t):
+    """A float time as a float64 tensor, a tensor as it is (no check: callers did)."""
+    return (
+        t
+        if isinstance(t, torch.Tensor)
+        else torch.tensor(float(t), dtype=torch.float64)
+    )
 
 
 class GaussianPath:
@@ -49,36 +64,6 @@ class GaussianPath:
     T = 1.0  # every path here runs on t in [0, 1], as in Song et al. 2021
     prior_std = 1.0
 
-    def check_time(self, t, like=None):
-        """``t`` as a float tensor (on ``like``'s device and dtype when given), checked to lie in [0, T]."""
-        if isinstance(t, torch.Tensor):
-            if not t.is_floating_point():
-                raise TypeError(
-                    f"t must be a floating-point tensor, got dtype {t.dtype}"
-                )
-        elif isinstance(t, (int, float)):
-            t = torch.tensor(
-                float(t), dtype=torch.float64 if like is None else like.dtype
-            )
-        else:
-            raise TypeError(f"t must be a float or a tensor, got {type(t).__name__}")
-        if like is not None:
-            t = t.to(device=like.device, dtype=like.dtype)
-            if t.dim() == 1 and t.shape[0] != like.shape[0]:
-                raise ValueError(
-                    f"t has shape {tuple(t.shape)} but x has batch size {like.shape[0]}"
-                )
-            if t.dim() > 1:
-                raise ValueError(
-                    f"t must be a scalar or shaped (batch,), got shape {tuple(t.shape)}"
-                )
-        if torch.isnan(t).any() or (t < 0).any() or (t > self.T).any():
-            raise ValueError(
-                f"t must lie in [0, T={self.T}], got values in "
-                f"[{t.min().item():.4g}, {t.max().item():.4g}]"
-            )
-        return t
-
     # alpha(t), sigma(t), f(t) and g2(t) come from the subclass.
 
     def g(self, t):
@@ -95,7 +80,7 @@ class GaussianPath:
         return (self.g2(t) + 2 * self.f(t) * sigma**2) / (2 * sigma)
 
     def lam(self, t):
-        """The log-SNR lambda(t) = log(alpha^2 / sigma^2), decreasing in t (+inf at t = 0)."""
+        """The log-SNR lambda(t) = log(alpha^2 / sigma^2), falling; +inf at t = 0."""
         return 2 * (torch.log(self.alpha(t)) - torch.log(self.sigma(t)))
 
     def snr(self, t):
@@ -107,18 +92,21 @@ class GaussianPath:
 
         Returns (drift shaped like x, diffusion shaped (B, 1, ..., 1) or ()).
         """
-        t = self.check_time(t, x)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)  # no check: per step
         drift = append_dims(self.f(t), x.dim()) * x  # (B, ...)
         return drift, append_dims(self.g(t), x.dim())
 
     def marginal(self, x0, t):
-        """Mean alpha(t) x0 and std sigma(t) of p_t(x | x0); std shaped (B, 1, ..., 1)."""
-        t = self.check_time(t, x0)
+        """Mean alpha(t) x0 and std sigma(t) of p_t(x | x0); std shaped (B, 1, ..., 1).
+
+        ``t``: a float or a tensor () or (B,) in [0, T], checked here (the door).
+        """
+        t = checks.times(t, t_max=self.T, like=x0)
         mean = append_dims(self.alpha(t), x0.dim()) * x0
         return mean, append_dims(self.sigma(t), x0.dim())
 
     def perturb(self, x0, t, generator=None):
-        """A draw x_t = alpha(t) x0 + sigma(t) eps of the forward marginal; returns (x_t, eps)."""
+        """A draw x_t = alpha(t) x0 + sigma(t) eps of the marginal: (x_t, eps)."""
         mean, sigma = self.marginal(x0, t)
         eps = torch.randn(
             x0.shape, generator=generator, device=x0.device, dtype=x0.dtype
@@ -126,7 +114,7 @@ class GaussianPath:
         return mean + sigma * eps, eps
 
     def prior_sample(self, shape, generator=None, device=None, dtype=torch.float32):
-        """Samples of the prior p_T = N(0, prior_std^2 I), the sampler's starting point."""
+        """Samples of the prior p_T = N(0, prior_std^2 I), where a sampler starts."""
         return self.prior_std * torch.randn(
             shape, generator=generator, device=device, dtype=dtype
         )
@@ -140,7 +128,7 @@ class GaussianPath:
         )
 
     def reverse(self, score_fn, probability_flow=False):
-        """The reverse-time SDE (eq. (17)) or, with ``probability_flow``, the ODE of eq. (18)."""
+        """Reverse SDE (eq. (17)); with ``probability_flow``, the ODE (eq. (18))."""
         return ReverseSDE(self, score_fn, probability_flow)
 
 
@@ -168,7 +156,7 @@ class VPSDE(GaussianPath):
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
     def beta(self, t):
-        return self.beta_min + t * (self.beta_max - self.beta_min)
+        return self.beta_min + _time(t) * (self.beta_max - self.beta_min)
 
     def f(self, t):
         return -0.5 * self.beta(t)
@@ -177,8 +165,9 @@ class VPSDE(GaussianPath):
         return self.beta(t)
 
     def log_alpha(self, t):
-        """log alpha(t) = -1/2 int_0^t beta = -t beta_min / 2 - t^2 (beta_max - beta_min) / 4."""
-        t = self.check_time(t)
+        """log alpha(t) = -1/2 int_0^t beta
+        = -t beta_min / 2 - t^2 (beta_max - beta_min) / 4."""
+        t = _time(t)
         return -0.5 * t * self.beta_min - 0.25 * t**2 * (self.beta_max - self.beta_min)
 
     def alpha(self, t):
@@ -194,14 +183,15 @@ class VPSDE(GaussianPath):
         return 2 * log_alpha - torch.log(-torch.expm1(2 * log_alpha))
 
     def t_of_lam(self, lam):
-        """The time with log-SNR ``lam``: alpha^2 = sigmoid(lam), then invert log alpha."""
+        """The time of log-SNR ``lam``: alpha^2 = sigmoid(lam); invert log alpha."""
         return _t_of_log_alpha(0.5 * F.logsigmoid(lam), self.beta_min, self.beta_max)
 
 
 class SubVPSDE(VPSDE):
-    """Sub-VP SDE (Song et al. 2021, eq. (29)): VP's drift, diffusion sqrt(beta (1 - alpha^4)).
+    """Sub-VP SDE (Song et al. 2021, eq. (29)): VP drift, g = sqrt(beta (1 - alpha^4)).
 
-    Its sigma(t) = 1 - alpha(t)^2 lies below the VP's sqrt(1 - alpha^2) at every t (hence "sub").
+    Its sigma(t) = 1 - alpha(t)^2 lies below the VP's sqrt(1 - alpha^2) at every t
+    (hence "sub").
     """
 
     def g2(self, t):
@@ -214,7 +204,9 @@ class SubVPSDE(VPSDE):
         return 2 * (self.log_alpha(t) - torch.log(self.sigma(t)))
 
     def t_of_lam(self, lam):
-        """alpha / (1 - alpha^2) = exp(lam / 2) =: r, so alpha = 2 r / (1 + sqrt(1 + 4 r^2))."""
+        """alpha / (1 - alpha^2) = exp(lam / 2) =: r, so
+        alpha = 2 r / (1 + sqrt(1 + 4 r^2)).
+        """
         r = torch.exp(0.5 * lam)
         alpha = 2 * r / (1 + torch.sqrt(1 + 4 * r * r))
         return _t_of_log_alpha(torch.log(alpha), self.beta_min, self.beta_max)
@@ -226,9 +218,9 @@ class VESDE(GaussianPath):
     The noise scale s(t) = sigma_min (sigma_max / sigma_min)^t (Song et al. 2021's
     sigma(t); ``noise_scale`` here), so g(t)^2 = 2 s(t)^2 log(sigma_max / sigma_min).
     Started at a data point at t = 0, the variance grows by int_0^t g^2 = s(t)^2 -
-    sigma_min^2: that is sigma(t)^2. (score_sde uses s(t) itself, i.e. it treats the data
-    as already blurred by sigma_min; the difference is sigma_min^2 = 1e-4.) The prior is
-    N(0, sigma_max^2 I).
+    sigma_min^2: that is sigma(t)^2. (score_sde uses s(t) itself, i.e. it treats the
+    data as already blurred by sigma_min; the difference is sigma_min^2 = 1e-4.) The
+    prior is N(0, sigma_max^2 I).
     """
 
     def __init__(self, sigma_min=0.01, sigma_max=50.0):
@@ -241,10 +233,10 @@ class VESDE(GaussianPath):
 
     def noise_scale(self, t):
         """The noise scale s(t) = sigma_min (sigma_max / sigma_min)^t of eq. (16)."""
-        return self.sigma_min * (self.sigma_max / self.sigma_min) ** self.check_time(t)
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** _time(t)
 
     def f(self, t):
-        return torch.zeros_like(self.check_time(t))  # no drift
+        return torch.zeros_like(_time(t))  # no drift
 
     def g2(self, t):
         return self.noise_scale(t) ** 2 * (
@@ -252,7 +244,7 @@ class VESDE(GaussianPath):
         )
 
     def alpha(self, t):
-        return torch.ones_like(self.check_time(t))
+        return torch.ones_like(_time(t))
 
     def sigma(self, t):
         return torch.sqrt(self.noise_scale(t) ** 2 - self.sigma_min**2)
@@ -268,13 +260,13 @@ class LinearPath(GaussianPath):
 
     x_t = (1 - t) x0 + t eps walks on a straight line from a data point (t = 0) to a
     noise vector (t = 1) at constant velocity eps - x0 (Liu et al. 2023; Lipman et al.
-    2023's "conditional OT" path with sigma_min = 0; the path SD3 and FLUX train, Esser et
-    al. 2024). Its equivalent linear SDE (chapter 5's moment ODEs read backwards) is
+    2023's "conditional OT" path with sigma_min = 0; the path SD3 and FLUX train, Esser
+    et al. 2024). Its equivalent linear SDE (chapter 5's moment ODEs read backwards) is
 
         f(t) = alpha'/alpha = -1 / (1 - t),   g(t)^2 = 2 t / (1 - t),
 
-    and both blow up at t = 1, where alpha = 0. The book therefore ends the path at
-    T = ``t_max`` (default 0.999) as it ends sampling at t_min near 0: the sampler starts
+    and both blow up at t = 1, where alpha = 0. The book therefore ends the path at T =
+    ``t_max`` (default 0.999) as it ends sampling at t_min near 0: the sampler starts
     from N(0, I) in place of x_T = 0.001 x0 + 0.999 eps, a smaller mismatch than the VP
     SDE's alpha(1) = 0.0066. ``d_alpha`` and ``d_sigma`` are the exact -1 and 1.
     """
@@ -288,26 +280,26 @@ class LinearPath(GaussianPath):
         self.T = float(t_max)
 
     def alpha(self, t):
-        return 1.0 - self.check_time(t)
+        return 1.0 - _time(t)
 
     def sigma(self, t):
-        return self.check_time(t).clone()
+        return _time(t).clone()
 
     def d_alpha(self, t):
-        return -torch.ones_like(self.check_time(t))
+        return -torch.ones_like(_time(t))
 
     def d_sigma(self, t):
-        return torch.ones_like(self.check_time(t))
+        return torch.ones_like(_time(t))
 
     def f(self, t):
-        return -1.0 / (1.0 - self.check_time(t))
+        return -1.0 / (1.0 - _time(t))
 
     def g2(self, t):
-        t = self.check_time(t)
+        t = _time(t)
         return 2.0 * t / (1.0 - t)
 
     def lam(self, t):
-        t = self.check_time(t)
+        t = _time(t)
         return 2 * (torch.log1p(-t) - torch.log(t))
 
     def t_of_lam(self, lam):
@@ -321,8 +313,8 @@ def ddpm_betas(
     """The discrete betas of a DDPM schedule, float64, shape (num_steps,).
 
     "linear": DDPM's linspace(beta_start, beta_end) (Ho et al. 2020 used 1e-4 to 0.02).
-    "scaled_linear": linspace(sqrt(beta_start), sqrt(beta_end))^2, the schedule of Stable
-    Diffusion 1.x and SDXL with their defaults 0.00085 and 0.012.
+    "scaled_linear": linspace(sqrt(beta_start), sqrt(beta_end))^2, the schedule of
+    Stable Diffusion 1.x and SDXL with their defaults 0.00085 and 0.012.
     """
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
@@ -371,11 +363,11 @@ class DiscreteVP(GaussianPath):
         return cls(ddpm_betas(0.00085, 0.012, 1000, "scaled_linear"))
 
     def t_of_index(self, n):
-        """The time t_n = n / N of step n (1-based as in DDPM; diffusers' timestep is n - 1)."""
+        """Time t_n = n / N of step n (1-based as DDPM; diffusers' timestep n - 1)."""
         return n / self.num_steps
 
     def _segment(self, t):
-        t = self.check_time(t)
+        t = _time(t)
         u = t.double() * self.num_steps
         n = u.floor().clamp(max=self.num_steps - 1).long()  # segment [t_n, t_{n+1}]
         return t, n, u - n
@@ -408,7 +400,7 @@ class DiscreteVP(GaussianPath):
         return 2 * log_alpha - torch.log(-torch.expm1(2 * log_alpha))
 
     def t_of_lam(self, lam):
-        """Invert the piecewise-linear log alpha_bar: log alpha_bar = log sigmoid(lam)."""
+        """Invert the piecewise-linear log alpha_bar = log sigmoid(lam)."""
         target = F.logsigmoid(lam.double())  # log alpha_bar, decreasing in t
         table = self._log_alpha_bar.to(lam.device)  # (N + 1,), decreasing
         n = torch.searchsorted(-table, -target).clamp(
@@ -419,10 +411,10 @@ class DiscreteVP(GaussianPath):
 
 
 class ReverseSDE:
-    """The reverse-time process of a forward SDE given a score function (eqs. (17), (18)).
+    """The reverse-time process of a forward SDE given a score (eqs. (17), (18)).
 
-    dx = [f(x, t) - g(t)^2 score(x, t)] dt + g(t) dW_bar   (eq. (17); dt < 0, t runs T -> 0)
-    dx = [f(x, t) - 1/2 g(t)^2 score(x, t)] dt              (eq. (18), ``probability_flow``)
+    dx = [f(x, t) - g(t)^2 score(x, t)] dt + g(t) dW_bar    (eq. (17); t runs T -> 0)
+    dx = [f(x, t) - 1/2 g(t)^2 score(x, t)] dt               (eq. (18), the ODE)
 
     ``score_fn(x, t)`` takes t of shape (B,) and returns a tensor shaped like x.
     """
@@ -438,14 +430,15 @@ class ReverseSDE:
         self.T = forward.T
 
     def sde(self, x, t):
-        """(drift, diffusion) of the reverse process at (x, t); diffusion is 0 for the ODE."""
-        t = self.forward.check_time(t, x)
+        """(drift, diffusion) of the reverse at (x, t); 0 diffusion for the ODE."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)  # no check: per step
         t = t.expand(x.shape[0]) if t.dim() == 0 else t  # score_fn gets t of shape (B,)
         drift, diffusion = self.forward.sde(x, t)
         score = self.score_fn(x, t)
         if score.shape != x.shape:
             raise ValueError(
-                f"score_fn returned shape {tuple(score.shape)} for x of shape {tuple(x.shape)}"
+                f"score_fn returned shape {tuple(score.shape)} "
+                f"for x of shape {tuple(x.shape)}"
             )
         weight = 0.5 if self.probability_flow else 1.0
         drift = drift - weight * diffusion**2 * score

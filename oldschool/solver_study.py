@@ -2,7 +2,7 @@
 
 Chapter 6 and ``benchmarks/sampler_accuracy.py`` measure each deterministic sampler the
 same way: start from one cloud of prior noise, integrate the probability-flow ODE (eq.
-(18)) with an exact score (``toy.GaussianMixture.score``) to ``t_min``, and compare with
+(18)) with an exact score (``gaussian_mixture.GaussianMixture.score``) to ``t_min``, and compare with
 the exact solution of the ODE from the same noise (adaptive RK45 at a tight tolerance),
 by the mean per-particle distance. With no score error, the only error left is the
 solver's.

@@ -1,7 +1,7 @@
 """Trajectories of the forward and reverse processes: recording, plotting, animations.
 
 Chapters 5 and 6 draw particles moving under an SDE or the probability-flow ODE on top
-of the exact marginal density p_t of a ``toy.GaussianMixture``. Coordinates can be
+of the exact marginal density p_t of a ``gaussian_mixture.GaussianMixture``. Coordinates can be
 shown *normalized*, x_t / sqrt(alpha(t)^2 + sigma(t)^2): that changes nothing for a VP
 SDE (alpha^2 + sigma^2 = 1) and keeps a VE SDE, whose noise grows to sigma_max = 50, on
 the same axes as the data.

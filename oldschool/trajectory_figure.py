@@ -26,8 +26,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from . import ode_solvers, samplers, toy, trajectories
+from . import metrics, ode_solvers, samplers, trajectories
 from .explorer import DEFAULTS, KINDS
+from .gaussians import LOG_2PI
 from .sde import VESDE, VPSDE, LinearPath, SubVPSDE
 
 PATH_GRID = torch.linspace(-2.0, 2.0, 120, dtype=torch.float64)  # paths' y axis
@@ -69,7 +70,7 @@ def density_columns(mixture, sde, times, grid=PATH_GRID):
     var = alpha[:, None] ** 2 * mixture.covs[:, 0, 0] + sigma[:, None] ** 2  # (T, K)
     x = c[:, None, None] * grid.double()[None, :, None]  # (T, G, 1)
     log_normal = -0.5 * (
-        (x - mean[:, None]) ** 2 / var[:, None] + var.log()[:, None] + toy.LOG_2PI
+        (x - mean[:, None]) ** 2 / var[:, None] + var.log()[:, None] + LOG_2PI
     )
     return (
         c[:, None] * torch.logsumexp(mixture.weights.log() + log_normal, dim=-1).exp()
@@ -227,7 +228,7 @@ def explorer_panels(
     fresh = mixture.sample(
         n_points, generator=gen
     )  # SW with 64 directions: 0.1 s less than 256
-    sw = toy.sliced_wasserstein(
+    sw = metrics.sliced_wasserstein(
         right[1][-1], fresh, num_projections=SW_PROJECTIONS, generator=gen
     )
     titles = (

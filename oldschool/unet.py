@@ -23,7 +23,7 @@ from . import checkpoints, checks
 from .autoencoder_kl import (
     Upsample,
 )  # the VAE decoder's block: nearest x2, then a 3x3 conv
-from .nets import sinusoidal_embedding
+from .embeddings import sinusoidal_embedding
 from .unet_blocks import (
     Downsample,
     ResBlock,

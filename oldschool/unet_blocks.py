@@ -1,7 +1,7 @@
 """The blocks a diffusion U-Net is made of, smallest first (notes 3.2.1).
 
 * ``TimestepEmbedding``: the MLP on top of the sinusoidal features of the timestep
-  (``oldschool.nets.sinusoidal_embedding``; DDPM, Ho et al. 2020).
+  (``oldschool.embeddings.sinusoidal_embedding``; DDPM, Ho et al. 2020).
 * ``ResBlock``: GroupNorm, SiLU, 3x3 conv, *the time embedding projected to the channels
   and added to every pixel*, GroupNorm, SiLU, dropout, 3x3 conv, plus the skip.
 * ``Attention``: multi-head attention with ``F.scaled_dot_product_attention``;

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from oldschool import data, toy
+from oldschool import data
 
 
 def test_digits_are_in_unit_range_with_labels():
@@ -48,26 +48,3 @@ def test_unit_range_round_trip():
     x = torch.rand(5, 3) * 16
     y = data.to_unit_range(x, 0.0, 16.0)
     assert torch.allclose(data.from_unit_range(y), x / 16)
-
-
-@pytest.mark.parametrize("name", sorted(toy.DATASETS))
-def test_toy_2d_sets(name):
-    a = data.toy_2d(name, 500, generator=torch.Generator().manual_seed(0))
-    b = data.toy_2d(name, 500, generator=torch.Generator().manual_seed(0))
-    assert a.shape == (500, 2) and torch.equal(a, b)
-    assert a.abs().max() < 1.6 and a.std(0).min() > 0.2
-
-
-def test_toy_shapes_are_what_they_say():
-    g = torch.Generator().manual_seed(1)
-    r = data.toy_2d("rings", 4000, generator=g).norm(dim=1)
-    assert ((r - 0.4).abs() < 0.1).float().mean() > 0.4 and (
-        (r - 0.9).abs() < 0.1
-    ).float().mean() > 0.4
-    c = data.toy_2d("checkerboard", 4000, generator=g) * 2  # back to [-2, 2]^2
-    cells = torch.floor(c).long()
-    assert (
-        (cells[:, 0] + cells[:, 1]) % 2 == 0
-    ).all()  # only one colour of the board is occupied
-    with pytest.raises(ValueError, match="unknown 2-D data set"):
-        data.toy_2d("spiral", 10)

@@ -4,10 +4,10 @@ and the multistep solvers on a path written from its definitions alone."""
 import pytest
 import torch
 
-from oldschool import dpm_solvers, ode_solvers, samplers, solver_study, toy
+from oldschool import dpm_solvers, gaussian_mixture, ode_solvers, samplers, solver_study
 from oldschool.sde import VPSDE, GaussianPath
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

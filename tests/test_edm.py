@@ -4,10 +4,10 @@ weightings over log-SNR, and churn."""
 import pytest
 import torch
 
-from oldschool import edm, ode_solvers, samplers, toy
+from oldschool import edm, gaussian_mixture, ode_solvers, samplers
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

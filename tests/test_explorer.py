@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from explorer_page import explorers, moved_controls_problems
-from oldschool import explorer, ode_solvers, samplers, sde, toy, widgets
+from oldschool import explorer, gaussian_mixture, ode_solvers, samplers, sde, widgets
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
 RTOL = 1e-6
@@ -80,9 +80,9 @@ def test_path_coefficients_match(page, name):
 @pytest.mark.parametrize("name", PATHS)
 def test_exact_score_matches(page, name):
     """The diffused mixture's score at random points and several times, as
-    toy.GaussianMixture."""
+    gaussian_mixture.GaussianMixture."""
     path, js_path = PATHS[name]
-    mixture = toy.example_mixture()
+    mixture = gaussian_mixture.example_mixture()
     gen = torch.Generator().manual_seed(1)
     for t in (1e-3, 0.05, 0.3, path.T):
         tt = torch.tensor(t, dtype=torch.float64)
@@ -123,7 +123,7 @@ def _run_js(page, js_path, sampler, x, noise, steps, t_min):
         return states;
     }}""",
         [
-            explorer.mixture_json(toy.example_mixture()),
+            explorer.mixture_json(gaussian_mixture.example_mixture()),
             x.flatten().tolist(),
             [z.flatten().tolist() for z in noise],
             steps,
@@ -145,7 +145,7 @@ def test_sampler_steps_match(page, name, sampler):
     """A few steps of each sampler from the same start with the same noise: every state
     agrees."""
     path, js_path = PATHS[name]
-    mixture, steps, t_min, seed = toy.example_mixture(), 6, 1e-3, 3
+    mixture, steps, t_min, seed = gaussian_mixture.example_mixture(), 6, 1e-3, 3
     if sampler == "forward_euler_maruyama":
         x = mixture.sample(
             16, generator=torch.Generator().manual_seed(0), dtype=torch.float64
@@ -197,7 +197,7 @@ def test_parity_fails_for_a_wrong_path(page):
         js = _run_js(page, "VPSDE(0.1, 19.5)", "euler_maruyama", x, noise, 4, 1e-3)
         out = samplers.euler_maruyama(
             path,
-            toy.example_mixture().score_fn(path),
+            gaussian_mixture.example_mixture().score_fn(path),
             x,
             4,
             generator=torch.Generator().manual_seed(3),
@@ -218,7 +218,7 @@ def test_output_is_self_contained():
     """One HTML output: the inlined script (no "</script>" inside it), the JSON, no
     URL."""
     html = explorer.live_explorer(
-        toy.example_mixture(), view="sde_vs_ode"
+        gaussian_mixture.example_mixture(), view="sde_vs_ode"
     )._repr_html_()
     assert "</script" not in explorer.js_source().lower()
     assert html.count("<script>") == 2 and "src=" not in html and "http" not in html
@@ -226,7 +226,7 @@ def test_output_is_self_contained():
 
 
 def test_bad_arguments_are_named():
-    mixture = toy.example_mixture()
+    mixture = gaussian_mixture.example_mixture()
     with pytest.raises(ValueError, match="beta_max"):
         explorer.live_explorer(mixture, beta_max=21.0)
     with pytest.raises(ValueError, match="kinds"):
@@ -243,7 +243,7 @@ def test_bad_arguments_are_named():
 def explorer_page(browser, tmp_path_factory):
     """A page holding both explorers' cell outputs, opened from a file, network
     closed."""
-    mixture = toy.example_mixture()
+    mixture = gaussian_mixture.example_mixture()
     html = "".join(
         explorer.live_explorer(mixture, view=v)._repr_html_() for v in explorer.VIEWS
     )

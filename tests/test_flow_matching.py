@@ -7,15 +7,15 @@ import pytest
 import sympy as sp
 import torch
 
-from oldschool import flow_matching as fm
-from oldschool import nets, ode_solvers, symbolic, toy
+from oldschool import denoising, flow_matching as fm, gaussian_mixture
+from oldschool import nets, ode_solvers, symbolic
 from oldschool.sde import VESDE, VPSDE, LinearPath, SubVPSDE
 
 
 def gaussian_data(mean=0.4, std=0.5):
     """x0 ~ N(mean, std^2 I) in 2-D, as a one-component mixture (its velocity in closed
     form)."""
-    return toy.GaussianMixture(
+    return gaussian_mixture.GaussianMixture(
         [1.0], [[mean, -mean]], (std**2 * torch.eye(2, dtype=torch.float64))[None]
     )
 
@@ -153,7 +153,7 @@ def test_cfm_loss_is_dsm_loss_with_the_velocity_parameterization(path):
         x0.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64
     )
     ours, ours_parts = fm.velocity_regression(model, x0, eps, t, path)
-    theirs, theirs_parts = nets.dsm_loss(
+    theirs, theirs_parts = denoising.dsm_loss(
         model, x0, path, "velocity", t=t, generator=torch.Generator().manual_seed(3)
     )
     torch.testing.assert_close(ours, theirs)
@@ -265,7 +265,7 @@ def test_straightness_of_known_curves():
 def test_a_point_mass_flows_in_straight_lines_on_the_linear_path_only():
     """Data = one point: the linear path's ODE paths are straight (S ~ 0), the VP SDE's
     are not."""
-    point = toy.GaussianMixture(
+    point = gaussian_mixture.GaussianMixture(
         [1.0], [[0.5, -0.3]], (1e-10 * torch.eye(2, dtype=torch.float64))[None]
     )
     noise = torch.randn(
@@ -317,7 +317,7 @@ def test_reflow_pairs_and_loss():
     ids=["vp->linear", "linear->vp", "ve->linear"],
 )
 def test_transfer_score_gives_the_exact_score_of_the_other_path(source, target):
-    mixture = toy.example_mixture()
+    mixture = gaussian_mixture.example_mixture()
     x = torch.randn(50, 2, dtype=torch.float64)
     t = torch.linspace(0.01, 0.95, 50, dtype=torch.float64)
     transferred = fm.transfer_score(mixture.score_fn(source), source, target)

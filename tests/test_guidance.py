@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from oldschool import config, data, guidance, nets, unet
+from oldschool import config, data, denoising, guidance, unet
 from oldschool import sde as sde_lib
 from oldschool.sde import DiscreteVP, append_dims
 
@@ -146,7 +146,7 @@ def beats_zero_prediction(model, batches=8):
             ):
                 g = torch.Generator().manual_seed(100 + k)
                 mse[name].append(
-                    nets.dsm_loss(eps_model, x0, schedule, generator=g)[0].item()
+                    denoising.dsm_loss(eps_model, x0, schedule, generator=g)[0].item()
                 )
     gain = torch.tensor(mse["zero"]) - torch.tensor(mse["model"])
     return bool(gain.mean() > 5 * gain.std() / math.sqrt(len(gain)))

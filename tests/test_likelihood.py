@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from oldschool import likelihood, toy
+from oldschool import gaussian_mixture, likelihood
 from oldschool.sde import VPSDE
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

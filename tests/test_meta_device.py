@@ -17,9 +17,11 @@ import torch
 from oldschool import (
     autoencoder_kl,
     autoencoders,
+    denoising,
     gaussians,
     guidance,
     nets,
+    ode_solvers,
     samplers,
     sde,
     unet,
@@ -31,26 +33,12 @@ META = torch.device("meta")
 
 @pytest.fixture(autouse=True)
 def door_checks_pass_on_meta(monkeypatch):
-    """The entry checks that look at values (t in [0, T], finite logvar, labels in range) cannot
-    read a meta tensor; on meta they keep their shape and device handling and skip the values.
-    Everything past the door runs as it is."""
-    path_class = next(
-        c for c in sde.VPSDE.__mro__ if "check_time" in vars(c)
-    )  # the SDEs' common base
-    check_time, check_pair = path_class.check_time, gaussians._check_pair
+    """The entry checks that look at values (finite logvar, labels in range) cannot read a
+    meta tensor; on meta they keep their shape and device handling and skip the values
+    (checks.times, the SDEs' door for t, already does). Everything past the door runs as
+    it is."""
+    check_pair = gaussians._check_pair
     check_labels = guidance.ClassConditionalUNet.check_labels
-
-    def meta_check_time(self, t, like=None):
-        if like is not None and like.is_meta:
-            t = torch.as_tensor(t, dtype=like.dtype).to(like.device)
-            if t.dim() == 1 and t.shape[0] != like.shape[0]:
-                raise ValueError(
-                    f"t has shape {tuple(t.shape)} but x has batch size {like.shape[0]}"
-                )
-            return t
-        if isinstance(t, torch.Tensor) and t.is_meta:
-            return t
-        return check_time(self, t, like)
 
     def meta_check_pair(mean, logvar, what="mean/logvar"):
         if mean.is_meta:
@@ -68,7 +56,6 @@ def door_checks_pass_on_meta(monkeypatch):
             return None
         return check_labels(self, labels, batch)
 
-    monkeypatch.setattr(path_class, "check_time", meta_check_time)
     monkeypatch.setattr(gaussians, "_check_pair", meta_check_pair)
     monkeypatch.setattr(
         guidance.ClassConditionalUNet, "check_labels", meta_check_labels
@@ -82,7 +69,7 @@ def on_meta(build):
 
 def score_fn_on_meta(schedule):
     model = on_meta(lambda: nets.ScoreMLP(hidden=16, layers=1, embed_dim=8))
-    return nets.score_fn_from_model(model, schedule, "eps")
+    return denoising.score_fn_from_model(model, schedule, "eps")
 
 
 MODELS = {
@@ -150,9 +137,9 @@ def test_the_published_presets_run_on_meta():
 def test_losses_and_samplers_run_on_meta(schedule):
     model = on_meta(lambda: nets.ScoreMLP(hidden=16, layers=1, embed_dim=8))
     x0 = torch.empty(5, 2, device=META)
-    loss, parts = nets.dsm_loss(model, x0, schedule, "eps")
+    loss, parts = denoising.dsm_loss(model, x0, schedule, "eps")
     assert loss.device.type == "meta"
-    score_fn = nets.score_fn_from_model(model, schedule, "eps")
+    score_fn = denoising.score_fn_from_model(model, schedule, "eps")
     x_T = schedule.prior_sample((5, 2), device=META)
     for name in (
         "euler_maruyama",
@@ -165,7 +152,7 @@ def test_losses_and_samplers_run_on_meta(schedule):
         if name in ("ddpm_ancestral", "ddim") and isinstance(schedule, sde.VESDE):
             continue  # the DDPM/DDIM steps are for variance-preserving schedules
         assert (
-            samplers.SAMPLERS[name](schedule, score_fn, x_T, 3).device.type == "meta"
+            ode_solvers.SAMPLERS[name](schedule, score_fn, x_T, 3).device.type == "meta"
         ), name
 
 
@@ -180,7 +167,7 @@ def test_classifier_free_guidance_runs_on_meta():
     )
     assert loss.device.type == "meta"
     eps_fn = guidance.guided_eps(model, labels, 2.0)
-    score_fn = nets.score_fn_from_model(eps_fn, schedule, "eps")
+    score_fn = denoising.score_fn_from_model(eps_fn, schedule, "eps")
     x_T = schedule.prior_sample((4, 1, 8, 8), device=META)
     assert samplers.ddim(schedule, score_fn, x_T, 2).device.type == "meta"
 

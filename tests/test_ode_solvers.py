@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from oldschool import ode_solvers, toy
+from oldschool import gaussian_mixture, ode_solvers
 from oldschool.sde import VESDE, VPSDE
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,10 +4,10 @@ known mixture, Tweedie's last step, callbacks and NFE, and peers in diffusers.""
 import pytest
 import torch
 
-from oldschool import dpm_solvers, ode_solvers, samplers, toy
+from oldschool import dpm_solvers, gaussian_mixture, metrics, ode_solvers, samplers
 from oldschool.sde import VESDE, VPSDE, DiscreteVP, SubVPSDE
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 STEPS = {
     "ode_euler": 300
 }  # Euler on the VE ODE needs more than 100 uniform steps (chapter 6)
@@ -47,10 +47,10 @@ def test_exact_score_recovers_the_mixture(name, sde_name):
     weights = MIXTURE.responsibilities(out).argmax(1).bincount(minlength=4) / n
     assert (weights - MIXTURE.weights.float()).abs().max() < 0.04, weights
     fresh = MIXTURE.sample(n, generator=gen)
-    floor = toy.sliced_wasserstein(
+    floor = metrics.sliced_wasserstein(
         MIXTURE.sample(n, generator=gen), fresh, generator=gen
     )
-    assert toy.sliced_wasserstein(out, fresh, generator=gen) < floor + 0.04
+    assert metrics.sliced_wasserstein(out, fresh, generator=gen) < floor + 0.04
 
 
 @pytest.mark.parametrize(

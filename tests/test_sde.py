@@ -1,4 +1,5 @@
-"""oldschool.sde: marginals against the moment ODEs and simulation, the DDPM schedule, the reverse process."""
+"""oldschool.sde: marginals against the moment ODEs and simulation, the DDPM schedule,
+the reverse process, and the door checks of t."""
 
 import math
 
@@ -30,7 +31,7 @@ IDS = ["vp", "subvp", "ve", "vp-mild", "discrete-sd"]
 
 @pytest.mark.parametrize("sde", ALL_SDES[:4], ids=IDS[:4])
 def test_marginal_solves_the_moment_odes(sde):
-    """d alpha/dt = f alpha and d(sigma^2)/dt = 2 f sigma^2 + g^2, integrated by scipy from (1, 0)."""
+    """d alpha/dt = f alpha, d(sigma^2)/dt = 2 f sigma^2 + g^2: scipy from (1, 0)."""
 
     def moments(t, y):
         tt = torch.tensor(t, dtype=torch.float64)
@@ -48,7 +49,7 @@ def test_marginal_solves_the_moment_odes(sde):
 
 @pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
 def test_moment_odes_hold_pointwise(sde):
-    """The same two ODEs by central differences, inside the segments of the discrete schedule."""
+    """The same two ODEs by central differences, inside the discrete segments."""
     t = torch.tensor([0.1005, 0.4005, 0.8005], dtype=torch.float64)
     h = 1e-5
     dlog_m = (torch.log(sde.alpha(t + h)) - torch.log(sde.alpha(t - h))) / (2 * h)
@@ -61,7 +62,8 @@ def test_moment_odes_hold_pointwise(sde):
 
 @pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
 def test_path_derivatives_and_log_snr(sde):
-    """d_alpha, d_sigma against central differences; lam = log(alpha^2 / sigma^2); t_of_lam inverts lam."""
+    """d_alpha, d_sigma against central differences; lam = log(alpha^2 / sigma^2);
+    t_of_lam inverts lam."""
     t = torch.tensor([0.0105, 0.1005, 0.4005, 0.8005, 0.9995], dtype=torch.float64)
     h = 1e-6
     torch.testing.assert_close(
@@ -155,11 +157,14 @@ def test_ddpm_betas_kinds_and_errors():
 
 @pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
 def test_time_is_validated(sde):
+    """marginal and perturb are the doors; the coefficients trust their callers."""
     x = torch.zeros(3, 2)
     with pytest.raises(ValueError, match=r"t must lie in \[0, T"):
-        sde.sde(x, torch.tensor([0.5, 1.2, 0.1]))
+        sde.marginal(x, torch.tensor([0.5, 1.2, 0.1]))
     with pytest.raises(ValueError, match=r"t must lie in \[0, T"):
-        sde.sigma(-0.1)
+        sde.perturb(x, -0.1)
+    with pytest.raises(TypeError, match="t must be a float or a tensor"):
+        sde.marginal(x, "0.5")
     with pytest.raises(TypeError, match="floating-point"):
         sde.marginal(x, torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match="batch size"):
@@ -217,7 +222,7 @@ def test_reverse_drifts():
         vp.reverse(lambda x, t: x[:, :1]).sde(x, t)
 
 
-# ---------------------------------------------------------------- every path, the linear one included
+# ----------------------------------------------- every path, the linear one included
 
 PATHS = ALL_SDES + [LinearPath(), LinearPath(t_max=0.9999)]
 PATH_IDS = IDS + ["linear", "linear-long"]
@@ -225,8 +230,10 @@ PATH_IDS = IDS + ["linear", "linear-long"]
 
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
 def test_path_identities(path):
-    """alpha' = f alpha, sigma sigma' = g^2 / 2 + f sigma^2, lam = log SNR and t_of_lam(lam) = t,
-    the derivatives against central differences, on every path, the linear one included."""
+    """alpha' = f alpha, sigma sigma' = g^2 / 2 + f sigma^2, lam = log SNR and
+    t_of_lam(lam) = t,
+    the derivatives against central differences, on every path, the linear one
+    included."""
     t = torch.tensor([0.0105, 0.2005, 0.5005, 0.9005, 0.9985], dtype=torch.float64)
     h = 1e-6
     alpha, sigma = path.alpha(t), path.sigma(t)
@@ -260,13 +267,14 @@ def test_linear_path_closed_forms_and_end_time():
     torch.testing.assert_close(lin.g2(t), 2 * t / (1 - t))
     assert lin.T == 0.999 and lin.lam(torch.tensor(0.5)).item() == 0.0  # SNR 1 halfway
     with pytest.raises(ValueError, match=r"t must lie in \[0, T=0.999\]"):
-        lin.alpha(1.0)  # f = -1/(1 - t) is infinite there
+        lin.marginal(torch.zeros(2, 2), 1.0)  # f = -1/(1 - t) is infinite there
     with pytest.raises(ValueError, match="t_max"):
         LinearPath(t_max=1.0)
 
 
 def test_linear_path_marginal_by_simulation():
-    """Euler-Maruyama on dx = f x dt + g dW with the linear path's f and g ends at (1 - t) x0 + t eps."""
+    """Euler-Maruyama on dx = f x dt + g dW with the linear path's f and g ends at
+    (1 - t) x0 + t eps."""
     lin = LinearPath()
     gen = torch.Generator().manual_seed(0)
     x0 = torch.full((20000, 2), 0.7, dtype=torch.float64)

@@ -4,10 +4,10 @@ k-diffusion peer driven by the same exact score."""
 import pytest
 import torch
 
-from oldschool import solver_study, toy
+from oldschool import gaussian_mixture, solver_study
 from oldschool.sde import VESDE, VPSDE
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 PATHS = {"vp": VPSDE(), "ve": VESDE()}
 
 

@@ -11,7 +11,7 @@ import pytest
 import sympy as sp
 import torch
 
-from oldschool import gaussians, nets, symbolic
+from oldschool import denoising, gaussians, symbolic
 from oldschool.sde import VESDE, VPSDE, SubVPSDE
 
 
@@ -138,7 +138,7 @@ def test_kl_diagonal_nd_rejects_bad_dim():
 
 # chapter 4's four; the fifth, the velocity, needs the path's time derivatives and is
 # derived in chapter 8 (symbolic.velocity_from_score, tests/test_flow_matching.py)
-FOUR = tuple(p for p in nets.PARAMETERIZATIONS if p != "velocity")
+FOUR = tuple(p for p in denoising.PARAMETERIZATIONS if p != "velocity")
 
 
 def test_prediction_maps_agree_with_nets_and_compose_to_identity():
@@ -157,8 +157,8 @@ def test_prediction_maps_agree_with_nets_and_compose_to_identity():
     x_t_value = torch.randn(50, 2, generator=g, dtype=torch.float64)
     output = torch.randn(50, 2, generator=g, dtype=torch.float64)
     for p in maps:
-        eps_hat, x0_hat = nets.eps_and_x0(output, x_t_value, a, s, p)
-        implied = nets.targets(x0_hat, eps_hat, a, s)
+        eps_hat, x0_hat = denoising.eps_and_x0(output, x_t_value, a, s, p)
+        implied = denoising.targets(x0_hat, eps_hat, a, s)
         for q in maps:
             f = sp.lambdify(
                 (x_t, out, alpha, sigma), maps[p][q]
@@ -187,15 +187,15 @@ def test_loss_weights_match_nets_and_monte_carlo():
             q: (pred - true).pow(2).mean()
             for q, pred, true in zip(
                 FOUR,
-                nets.targets(x0_hat, eps_hat, a, s).values(),
-                nets.targets(x0, eps, a, s).values(),
+                denoising.targets(x0_hat, eps_hat, a, s).values(),
+                denoising.targets(x0, eps, a, s).values(),
             )
         }
         for q in FOUR:
             w = float(w_snr[q].subs(snr, snr_value))
             torch.testing.assert_close(errors[q], w * errors["eps"], rtol=1e-9, atol=0)
             torch.testing.assert_close(
-                torch.tensor(w) * nets.eps_weight(a, s, q)[0],
+                torch.tensor(w) * denoising.eps_weight(a, s, q)[0],
                 torch.tensor(1.0, dtype=torch.float64),
             )
             assert abs(

@@ -8,10 +8,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from oldschool import ode_solvers, samplers, toy, trajectories  # noqa: E402
+from oldschool import gaussian_mixture, ode_solvers, samplers, trajectories  # noqa: E402
 from oldschool.sde import VESDE, VPSDE  # noqa: E402
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 
 
 @pytest.fixture(autouse=True)

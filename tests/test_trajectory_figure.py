@@ -8,10 +8,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from oldschool import toy, trajectories, trajectory_figure  # noqa: E402
+from oldschool import gaussian_mixture, trajectories, trajectory_figure  # noqa: E402
 from oldschool.sde import VESDE, VPSDE, SubVPSDE  # noqa: E402
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,10 +11,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from oldschool import explorer, toy, widgets  # noqa: E402
+from oldschool import explorer, gaussian_mixture, widgets  # noqa: E402
 from oldschool.sde import VPSDE  # noqa: E402
 
-MIXTURE = toy.example_mixture()
+MIXTURE = gaussian_mixture.example_mixture()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
