@@ -79,7 +79,7 @@ def test_bad_inputs_are_refused_with_clear_messages():
         model.encode(torch.zeros(1, 3, 15, 16))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         model.encode(torch.zeros(1, 1, 16, 16))
-    with pytest.raises(ValueError, match=r"latents of shape \(B, 4, H, W\)"):
+    with pytest.raises(ValueError, match=r"z must have shape \(B, 4, h, w\)"):
         model.decode(torch.zeros(1, 16, 8, 8))
     with pytest.raises(ValueError, match="not divisible by norm_num_groups"):
         ak.AutoencoderKL(block_out_channels=(30, 64), norm_num_groups=8)

@@ -11,7 +11,7 @@ settings below, not from our presets, so a preset or key-map slip fails here.
 import pytest
 import torch
 
-from oldschool import autoencoder_kl, hub
+from oldschool import autoencoder_kl, checkpoints, hub
 
 diffusers = pytest.importorskip("diffusers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -102,7 +102,7 @@ def test_a_published_layout_file_loads_with_every_weight_in_place(name, hf_cache
         key,
         tensor,
     ) in state.items():  # each published tensor sits, unchanged, under its renamed key
-        mine = ours[autoencoder_kl.diffusers_key_to_ours(key)]
+        mine = ours[checkpoints.rename_key(key, autoencoder_kl.DIFFUSERS_KEY_MAP)]
         assert mine.dtype == torch.float32 and torch.equal(mine, tensor.float()), key
     assert not any(p.is_meta for p in model.parameters())
     assert model.scaling_factor == settings["scaling_factor"]
