@@ -91,3 +91,16 @@ def test_bad_inputs():
         latents.unpack_latents(torch.zeros(1, 5, 16), 4, 4)
     with pytest.raises(ValueError, match="scaling_factor must be positive"):
         latents.scale_latents(torch.zeros(1), 0.0)
+
+
+def test_ch3_patch_check_fails_with_the_wrong_token_order():
+    z = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(7))
+    conv = torch.nn.Conv2d(16, 32, kernel_size=2, stride=2)
+    by_conv = conv(z).flatten(2).transpose(1, 2)
+    tokens = latents.pack_latents(z)
+    linear = latents.patch_conv_as_linear(conv)
+    assert torch.allclose(by_conv, linear(tokens), atol=1e-5)
+    swapped = (
+        tokens.view(1, 16, 16, 2, 2).transpose(-1, -2).reshape(1, 16, 64)
+    )  # dy <-> dx
+    assert not torch.allclose(by_conv, linear(swapped), atol=1e-5)
