@@ -89,8 +89,16 @@ def test_bad_inputs():
         latents.pack_latents(torch.zeros(1, 4, 5, 6))
     with pytest.raises(ValueError, match="do not make a 4x4 grid"):
         latents.unpack_latents(torch.zeros(1, 5, 16), 4, 4)
-    with pytest.raises(ValueError, match="scaling_factor must be positive"):
+    with pytest.raises(ValueError, match=r"scaling_factor must lie in \(0, inf\]"):
         latents.scale_latents(torch.zeros(1), 0.0)
+    with pytest.raises(ValueError, match=r"scaling_factor must lie in \(0, inf\]"):
+        latents.unscale_latents(torch.zeros(1), -1.0)
+    with pytest.raises(ValueError, match=r"z must have shape \(B, C, H, W\)"):
+        latents.pack_latents(torch.zeros(4, 6, 6))
+    with pytest.raises(ValueError, match=r"tokens must have shape \(B, N, 4C\)"):
+        latents.unpack_latents(torch.zeros(9, 16), 6, 6)
+    with pytest.raises(TypeError, match="z must be a tensor"):
+        latents.estimate_scaling_factor([1.0, 2.0])
 
 
 def test_ch3_patch_check_fails_with_the_wrong_token_order():
