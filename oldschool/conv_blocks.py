@@ -1,4 +1,4 @@
-"""The two changes of resolution the KL autoencoder and the U-Net share (notes 2.2, 3.2.1).
+"""The changes of resolution the KL autoencoder and the U-Net share (notes 2.2, 3.2.1).
 
 * ``Downsample``: halve H and W with a 3x3 convolution of stride 2.
 * ``Upsample``: double H and W by nearest-neighbour upsampling, then a 3x3 convolution.

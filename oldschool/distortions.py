@@ -14,7 +14,7 @@ from . import checks
 
 
 def gaussian_blur(x, sigma):
-    """Blur images (B, C, H, W) with a Gaussian of std ``sigma`` pixels (reflect padding)."""
+    """Blur images (B, C, H, W) with a Gaussian of std ``sigma`` pixels (reflect)."""
     checks.number(sigma, "sigma", low=0, low_open=True)
     radius = max(1, int(3 * sigma + 0.5))
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)

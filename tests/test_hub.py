@@ -1,4 +1,4 @@
-"""The published-VAE loader (oldschool.hub) on files shaped like the published ones, offline.
+"""oldschool.hub: the published-VAE loader, on files shaped like the published ones.
 
 The files on the Hub cannot be fetched here, so each test writes a safetensors file with the
 published file's key names, shapes and dtypes and random values, into a Hugging Face cache
@@ -156,3 +156,19 @@ def test_not_cached_and_offline_says_why(hf_cache):
         RuntimeError, match="cannot download the sdxl VAE: HF_HUB_OFFLINE is set"
     ):
         hub.load_published_vae("sdxl")
+
+
+def test_published_weights_are_not_fetched_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.why_offline() == "HF_HUB_OFFLINE is set"
+    with pytest.raises(
+        RuntimeError, match="cannot download the sdxl VAE: HF_HUB_OFFLINE is set"
+    ):
+        hub.load_published_vae("sdxl")
+    with pytest.raises(ValueError, match="name must be one of .*got 'sd9'"):
+        hub.load_published_vae("sd9")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    reason = hub.why_offline(
+        host="host.invalid", timeout=1.0
+    )  # a name that never resolves
+    assert reason is not None and "host.invalid" in reason
