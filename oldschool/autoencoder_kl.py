@@ -32,10 +32,7 @@ from .conv_blocks import Downsample, Upsample
 from .gaussians import DiagonalGaussian
 
 GROUP_NORM_EPS = 1e-6  # every GroupNorm of the published VAEs uses eps = 1e-6
-LOGVAR_RANGE = (
-    -30.0,
-    20.0,
-)  # latent-diffusion clamps the encoder's log-variance to this range
+LOGVAR_RANGE = (-30.0, 20.0)  # latent diffusion clamps the encoder's logvar to this
 
 
 @dataclass(frozen=True)
@@ -45,9 +42,7 @@ class AutoencoderKLConfig:
     in_channels: int = 3  # image channels in
     out_channels: int = 3  # image channels out
     block_out_channels: tuple = (128, 256, 512, 512)  # channels per resolution level
-    layers_per_block: int = (
-        2  # ResnetBlocks per encoder level (the decoder has one more)
-    )
+    layers_per_block: int = 2  # ResnetBlocks per encoder level (decoder: one more)
     latent_channels: int = 4  # channels of z
     norm_num_groups: int = 32  # GroupNorm groups
     use_quant_conv: bool = True  # 1x1 conv on (mean, logvar) after the encoder
@@ -136,13 +131,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x):
         B, C, H, W = x.shape
-        h = (
-            self.norm(x).flatten(2).transpose(1, 2)
-        )  # (B, H*W, C): one token per position
+        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, H*W, C): a token per pixel
         q, k, v = self.to_q(h), self.to_k(h), self.to_v(h)  # (B, H*W, C) each
-        h = F.scaled_dot_product_attention(
-            q, k, v
-        )  # softmax(q k^T / sqrt(C)) v, (B, H*W, C)
+        h = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v
         h = self.to_out(h).transpose(1, 2).reshape(B, C, H, W)
         return x + h
 
@@ -223,10 +214,8 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        chans, groups = (
-            cfg.block_out_channels[::-1],
-            cfg.norm_num_groups,
-        )  # lowest resolution first
+        chans = cfg.block_out_channels[::-1]  # lowest resolution first
+        groups = cfg.norm_num_groups
         self.conv_in = nn.Conv2d(cfg.latent_channels, chans[0], 3, padding=1)
         self.mid = MidBlock(chans[0], groups)
         self.levels = nn.ModuleList(
@@ -395,9 +384,8 @@ def small_vae(
             model.quant_conv if model.quant_conv is not None else model.encoder.conv_out
         )
         with torch.no_grad():
-            last.bias[latent_channels:] = (
-                initial_logvar  # channels C..2C of the moments are the log-variance
-            )
+            # channels C..2C of the moments are the log-variance
+            last.bias[latent_channels:] = initial_logvar
     return model
 
 
