@@ -208,11 +208,11 @@ def training_throughput(device, capped):
     from oldschool import (
         autoencoder_kl,
         config,
+        autoencoder_kl_loss,
         data,
+        denoising,
         guidance,
         nets,
-        denoising,
-        perceptual,
         sde,
         train,
     )
@@ -226,15 +226,10 @@ def training_throughput(device, capped):
             4, s3.block_out_channels, s3.layers_per_block, s3.norm_num_groups
         )
         model = torch.nn.ModuleDict(
-            {"vae": vae, "loss": perceptual.KLAutoencoderLoss(None, 0.0, 1e-6)}
+            {"vae": vae, "loss": autoencoder_kl_loss.KLAutoencoderLoss(None, 0.0, 1e-6)}
         )
         x = torch.rand(max(s3.batch_size, 1) * 4, 3, s3.patch, s3.patch) * 2 - 1
-
-        def step(m, batch):
-            x_hat, q = m["vae"](batch)
-            return m["loss"](batch, x_hat, q)
-
-        return model, step, x, s3.batch_size
+        return model, autoencoder_kl_loss.training_loss, x, s3.batch_size
 
     def ch7():
         images, labels = data.digits(return_labels=True)

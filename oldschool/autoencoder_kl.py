@@ -1,23 +1,24 @@
-"""The KL-regularized latent autoencoder of Stable Diffusion, SDXL, SD3 and FLUX (notes 2.2).
+"""The KL-regularized latent autoencoder of SD, SDXL, SD3 and FLUX (notes 2.2).
 
-One architecture, "KL-f8" (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent
-Diffusion Models", sec. 3 and app. G), serves all four model families; they differ only in
-the number of latent channels, in whether the two 1x1 "quant" convolutions are there, and in
-the weights (hence the latent scaling and shift factors):
+One architecture, "KL-f8" (Rombach et al. 2022, "High-Resolution Image Synthesis with
+Latent Diffusion Models", sec. 3 and app. G), serves all four model families; they
+differ only in the number of latent channels, in whether the two 1x1 "quant"
+convolutions are there, and in the weights (hence the latent scaling and shift factors):
 
     image (B, 3, H, W)
-      -> Encoder: conv_in, one level per entry of block_out_channels (ResnetBlocks, then a
-         stride-2 conv on every level but the last), mid (ResnetBlock, self-attention,
-         ResnetBlock), GroupNorm, SiLU, conv_out to 2 * latent_channels
-      -> [quant_conv 1x1] -> mean, logvar: q(z|x) = N(mean, diag(exp(logvar)))   (notes eq. (3))
+      -> Encoder: conv_in, one level per entry of block_out_channels (ResnetBlocks,
+         then a stride-2 conv on every level but the last), mid (ResnetBlock,
+         self-attention, ResnetBlock), GroupNorm, SiLU, conv_out to 2 * latent_channels
+      -> [quant_conv 1x1] -> mean, logvar: q(z|x) = N(mean, diag(exp(logvar))), eq. (3)
       -> z (B, latent_channels, H/f, W/f), f = 2 ** (len(block_out_channels) - 1)
       -> [post_quant_conv 1x1] -> Decoder: the mirror image, nearest-upsampling + conv.
 
 Settings take the names diffusers uses (``block_out_channels``, ``layers_per_block``,
-``latent_channels``, ``norm_num_groups``, ``use_quant_conv``, ...), so a published config
-carries over one to one; ``load_diffusers_state_dict`` maps a checkpoint in diffusers' key
-layout onto the modules here (the key map is data: ``DIFFUSERS_KEY_MAP``). The loss the real
-models were trained with (notes eq. (11), as latent-diffusion implements it) is ``KLAutoencoderLoss``.
+``latent_channels``, ``norm_num_groups``, ``use_quant_conv``, ...), so a published
+config carries over one to one; ``load_diffusers_state_dict`` maps a checkpoint in
+diffusers' key layout onto the modules here (the key map is data:
+``DIFFUSERS_KEY_MAP``). The loss the real models were trained with (notes eq. (11), as
+latent-diffusion implements it) is ``autoencoder_kl_loss.KLAutoencoderLoss``.
 """
 
 from dataclasses import dataclass, replace
@@ -26,26 +27,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoints
+from . import checks, checkpoints
+from .conv_blocks import Downsample, Upsample
 from .gaussians import DiagonalGaussian
 
 GROUP_NORM_EPS = 1e-6  # every GroupNorm of the published VAEs uses eps = 1e-6
-LOGVAR_RANGE = (
-    -30.0,
-    20.0,
-)  # latent-diffusion clamps the encoder's log-variance to this range
+LOGVAR_RANGE = (-30.0, 20.0)  # latent diffusion clamps the encoder's logvar to this
 
 
 @dataclass(frozen=True)
 class AutoencoderKLConfig:
-    """Architecture and latent-normalization settings, named as in diffusers' ``AutoencoderKL``."""
+    """Architecture and latent normalization, named as diffusers' ``AutoencoderKL``."""
 
     in_channels: int = 3  # image channels in
     out_channels: int = 3  # image channels out
     block_out_channels: tuple = (128, 256, 512, 512)  # channels per resolution level
-    layers_per_block: int = (
-        2  # ResnetBlocks per encoder level (the decoder has one more)
-    )
+    layers_per_block: int = 2  # ResnetBlocks per encoder level (decoder: one more)
     latent_channels: int = 4  # channels of z
     norm_num_groups: int = 32  # GroupNorm groups
     use_quant_conv: bool = True  # 1x1 conv on (mean, logvar) after the encoder
@@ -55,35 +52,28 @@ class AutoencoderKLConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
-        if not self.block_out_channels or any(
-            not isinstance(c, int) or c < 1 for c in self.block_out_channels
-        ):
-            raise ValueError(
-                f"block_out_channels must be positive ints, got {self.block_out_channels!r}"
-            )
+        if not self.block_out_channels:
+            raise ValueError("block_out_channels must name at least one level")
+        for c in self.block_out_channels:
+            checks.number(c, "block_out_channels", low=1, integer=True)
         bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if bad:
             raise ValueError(
-                f"block_out_channels {bad} are not divisible by norm_num_groups={self.norm_num_groups}"
+                f"block_out_channels {bad} are not divisible by "
+                f"norm_num_groups={self.norm_num_groups}"
             )
-        for name in (
-            "in_channels",
-            "out_channels",
-            "layers_per_block",
-            "latent_channels",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("in_channels", "out_channels", "layers_per_block"):
+            checks.number(getattr(self, name), name, low=1, integer=True)
+        checks.number(self.latent_channels, "latent_channels", low=1, integer=True)
 
     @property
     def downsampling_factor(self):
-        """f: one stride-2 conv per level but the last, so f = 2 ** (levels - 1); 8 for KL-f8."""
+        """f = 2 ** (levels - 1): a stride-2 conv on each level but the last (KL-f8)."""
         return 2 ** (len(self.block_out_channels) - 1)
 
     @classmethod
     def from_diffusers(cls, config):
-        """Our config from a diffusers ``AutoencoderKL`` config dict (e.g. a repository's config.json)."""
+        """Our config from a diffusers ``AutoencoderKL`` config dict (a config.json)."""
         unsupported = {
             "down_block_types": lambda v: set(v) == {"DownEncoderBlock2D"},
             "up_block_types": lambda v: set(v) == {"UpDecoderBlock2D"},
@@ -93,7 +83,8 @@ class AutoencoderKLConfig:
         for key, ok in unsupported.items():
             if key in config and not ok(config[key]):
                 raise ValueError(
-                    f"this AutoencoderKL supports only the SD/SDXL/SD3/FLUX layout; got {key}={config[key]!r}"
+                    "this AutoencoderKL supports only the SD/SDXL/SD3/FLUX layout; "
+                    f"got {key}={config[key]!r}"
                 )
         settings = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
         if settings.get("shift_factor") is None:  # diffusers writes None for "no shift"
@@ -106,7 +97,7 @@ def _group_norm(channels, groups):
 
 
 class ResnetBlock(nn.Module):
-    """x + conv(SiLU(norm(conv(SiLU(norm(x)))))), with a 1x1 conv on the skip when channels change."""
+    """x + conv(SiLU(norm(conv(SiLU(norm(x)))))); a 1x1 skip conv if C changes."""
 
     def __init__(self, in_channels, out_channels, groups):
         super().__init__()
@@ -128,7 +119,7 @@ class ResnetBlock(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Single-head self-attention over the H*W positions of a feature map, with a residual."""
+    """Single-head self-attention over the H*W positions of a feature map, residual."""
 
     def __init__(self, channels, groups):
         super().__init__()
@@ -140,39 +131,11 @@ class SelfAttention(nn.Module):
 
     def forward(self, x):
         B, C, H, W = x.shape
-        h = (
-            self.norm(x).flatten(2).transpose(1, 2)
-        )  # (B, H*W, C): one token per position
+        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, H*W, C): a token per pixel
         q, k, v = self.to_q(h), self.to_k(h), self.to_v(h)  # (B, H*W, C) each
-        h = F.scaled_dot_product_attention(
-            q, k, v
-        )  # softmax(q k^T / sqrt(C)) v, (B, H*W, C)
+        h = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v
         h = self.to_out(h).transpose(1, 2).reshape(B, C, H, W)
         return x + h
-
-
-class Downsample(nn.Module):
-    """Halve H and W: pad one pixel right and bottom, then a 3x3 conv with stride 2."""
-
-    def __init__(self, channels):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
-
-    def forward(self, x):
-        return self.conv(F.pad(x, (0, 1, 0, 1)))  # (B, C, H/2, W/2)
-
-
-class Upsample(nn.Module):
-    """Double H and W: nearest-neighbour upsampling, then a 3x3 conv."""
-
-    def __init__(self, channels):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x):
-        return self.conv(
-            F.interpolate(x, scale_factor=2.0, mode="nearest")
-        )  # (B, C, 2H, 2W)
 
 
 class MidBlock(nn.Module):
@@ -189,7 +152,7 @@ class MidBlock(nn.Module):
 
 
 class Level(nn.Module):
-    """ResnetBlocks at one resolution, then an optional change of resolution (down or up)."""
+    """ResnetBlocks at one resolution, then an optional down- or upsampling."""
 
     def __init__(self, in_channels, out_channels, n_resnets, groups, resample=None):
         super().__init__()
@@ -197,7 +160,11 @@ class Level(nn.Module):
         self.resnets = nn.ModuleList(
             ResnetBlock(a, b, groups) for a, b in zip(channels[:-1], channels[1:])
         )
-        self.downsample = Downsample(out_channels) if resample == "down" else None
+        self.downsample = (
+            Downsample(out_channels, pad_bottom_right=True)
+            if resample == "down"
+            else None
+        )
         self.upsample = Upsample(out_channels) if resample == "up" else None
 
     def forward(self, x):
@@ -211,7 +178,7 @@ class Level(nn.Module):
 
 
 class Encoder(nn.Module):
-    """x (B, C_in, H, W) -> (mean, logvar) stacked: (B, 2 * latent_channels, H/f, W/f)."""
+    """x (B, C_in, H, W) -> (mean, logvar) stacked: (B, 2 * C_z, H/f, W/f)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -240,14 +207,15 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """z (B, latent_channels, h, w) -> x_hat (B, C_out, h*f, w*f); layers_per_block + 1 ResnetBlocks per level."""
+    """z (B, C_z, h, w) -> x_hat (B, C_out, h*f, w*f).
+
+    Each level has layers_per_block + 1 ResnetBlocks, one more than the encoder's.
+    """
 
     def __init__(self, cfg):
         super().__init__()
-        chans, groups = (
-            cfg.block_out_channels[::-1],
-            cfg.norm_num_groups,
-        )  # lowest resolution first
+        chans = cfg.block_out_channels[::-1]  # lowest resolution first
+        groups = cfg.norm_num_groups
         self.conv_in = nn.Conv2d(cfg.latent_channels, chans[0], 3, padding=1)
         self.mid = MidBlock(chans[0], groups)
         self.levels = nn.ModuleList(
@@ -271,10 +239,10 @@ class Decoder(nn.Module):
 
 
 class AutoencoderKL(nn.Module):
-    """KL-f8 autoencoder: ``encode(x) -> DiagonalGaussian``, ``decode(z) -> x_hat`` (notes 2.2).
+    """KL-f8: ``encode(x) -> DiagonalGaussian``, ``decode(z) -> x_hat`` (notes 2.2).
 
-    Build it from an ``AutoencoderKLConfig`` or from keyword settings (diffusers' names):
-    ``AutoencoderKL(block_out_channels=(32, 64), latent_channels=4, norm_num_groups=8)``.
+    Build it from an ``AutoencoderKLConfig`` or from keyword settings (diffusers'
+    names): ``AutoencoderKL(block_out_channels=(32, 64), norm_num_groups=8)``.
     """
 
     def __init__(self, config=None, **settings):
@@ -306,21 +274,15 @@ class AutoencoderKL(nn.Module):
     def shift_factor(self):
         return self.config.shift_factor
 
-    def _check_input(self, x, channels, what):
-        f = self.config.downsampling_factor if what == "images" else 1
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(
-                f"expected {what} of shape (B, {channels}, H, W), got {shape}"
-            )
+    def encode(self, x):
+        """q(z|x) = N(mean, diag(exp(logvar))) (eq. (3)); each (B, C_z, H/f, W/f)."""
+        checks.tensor(x, "x", shape=("B", self.config.in_channels, "H", "W"))
+        f = self.config.downsampling_factor
         if x.shape[2] % f or x.shape[3] % f:
             raise ValueError(
-                f"image size {tuple(x.shape[2:])} is not divisible by the downsampling factor {f}"
+                f"image size {tuple(x.shape[2:])} is not divisible by the "
+                f"downsampling factor {f}"
             )
-
-    def encode(self, x):
-        """q(z|x) = N(mean, diag(exp(logvar))) of notes eq. (3), each (B, latent_channels, H/f, W/f)."""
-        self._check_input(x, self.config.in_channels, "images")
         moments = self.encoder(x)  # (B, 2 * latent_channels, H/f, W/f)
         if self.quant_conv is not None:
             moments = self.quant_conv(moments)
@@ -328,14 +290,14 @@ class AutoencoderKL(nn.Module):
         return DiagonalGaussian(mean, logvar.clamp(*LOGVAR_RANGE))
 
     def decode(self, z):
-        """x_hat (B, out_channels, h*f, w*f) from latents z (B, latent_channels, h, w)."""
-        self._check_input(z, self.config.latent_channels, "latents")
+        """x_hat (B, C_out, h*f, w*f) from latents z (B, latent_channels, h, w)."""
+        checks.tensor(z, "z", shape=("B", self.config.latent_channels, "h", "w"))
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
         return self.decoder(z)
 
     def forward(self, x, sample_posterior=True, generator=None):
-        """Returns (x_hat, q): the reconstruction from z ~ q(z|x) (or its mean), and q."""
+        """(x_hat, q): the reconstruction from z ~ q(z|x) (or from its mean), and q."""
         posterior = self.encode(x)
         z = (
             posterior.sample(generator=generator)
@@ -345,21 +307,21 @@ class AutoencoderKL(nn.Module):
         return self.decode(z), posterior
 
 
-# ---- presets: the published models, and small ones to train here ---------------------------
+# ---- presets: the published models, and small ones to train here --------------------
 
 
 def sd_vae():
-    """Stable Diffusion 1.x/2.x VAE (KL-f8, 4 latent channels); 83,653,863 parameters."""
+    """Stable Diffusion 1.x/2.x VAE (KL-f8, 4 latent channels); 83,653,863 weights."""
     return AutoencoderKL(scaling_factor=0.18215)
 
 
 def sdxl_vae():
-    """SDXL VAE: SD's architecture retrained from scratch (batch 256, EMA); scaling 0.13025."""
+    """SDXL VAE: SD's architecture retrained (batch 256, EMA); scaling 0.13025."""
     return AutoencoderKL(scaling_factor=0.13025)
 
 
 def sd3_vae():
-    """SD3 VAE: 16 latent channels, no quant convs; latents normalized by (z - 0.0609) * 1.5305."""
+    """SD3 VAE: 16 latent channels, no quant convs; latents (z - 0.0609) * 1.5305."""
     return AutoencoderKL(
         latent_channels=16,
         use_quant_conv=False,
@@ -370,7 +332,7 @@ def sd3_vae():
 
 
 def flux_vae():
-    """FLUX.1 VAE: SD3's architecture, retrained; latents normalized by (z - 0.1159) * 0.3611."""
+    """FLUX.1 VAE: SD3's architecture, retrained; latents (z - 0.1159) * 0.3611."""
     return AutoencoderKL(
         latent_channels=16,
         use_quant_conv=False,
@@ -388,12 +350,12 @@ def small_vae(
     initial_logvar=None,
     image_channels=3,
 ):
-    """A small KL autoencoder to train here; f = 2**(levels - 1) (three levels: KL-f4, four: KL-f8).
+    """A small KL autoencoder to train here; f = 2**(levels - 1) (3 levels: KL-f4).
 
-    Scaling factor left at 1. initial_logvar: None (the default) keeps PyTorch's default
-    initialization; a number sets the starting log-variance of q(z|x) (the bias of the layer
-    that outputs it), a stated departure a chapter must then justify. image_channels: 3 for
-    colour images, 1 for grey ones (the digits of chapter 9).
+    Scaling factor left at 1. initial_logvar: None (the default) keeps PyTorch's
+    default initialization; a number sets the starting log-variance of q(z|x) (the bias
+    of the layer that outputs it), a stated departure a chapter must then justify.
+    image_channels: 3 for colour images, 1 for grey ones (the digits of chapter 9).
     """
     model = AutoencoderKL(
         block_out_channels=block_out_channels,
@@ -409,9 +371,8 @@ def small_vae(
             model.quant_conv if model.quant_conv is not None else model.encoder.conv_out
         )
         with torch.no_grad():
-            last.bias[latent_channels:] = (
-                initial_logvar  # channels C..2C of the moments are the log-variance
-            )
+            # channels C..2C of the moments are the log-variance
+            last.bias[latent_channels:] = initial_logvar
     return model
 
 
@@ -419,7 +380,7 @@ PRESETS = {"sd": sd_vae, "sdxl": sdxl_vae, "sd3": sd3_vae, "flux": flux_vae}
 
 
 def parameter_table(model):
-    """Parameter counts by part: encoder and decoder without attention, attention, quant convs."""
+    """Parameter counts: encoder, decoder (both without attention), attention, quant."""
     counts = {"encoder": 0, "decoder": 0, "attention": 0, "quant convs": 0}
     for name, p in model.named_parameters():
         if ".attention." in name:
@@ -433,7 +394,7 @@ def parameter_table(model):
 
 
 def shape_trace(model, x):
-    """(module name, output shape) for each stage of encode and decode of ``x`` (works on "meta")."""
+    """(module name, output shape) of each stage of decode(encode(x)); runs on meta."""
     stages = [("encoder.conv_in", model.encoder.conv_in)]
     stages += [
         (f"encoder.levels.{i}", level) for i, level in enumerate(model.encoder.levels)
@@ -462,20 +423,18 @@ def shape_trace(model, x):
         for name, module in stages
     ]
     try:
-        with torch.no_grad():  # encode and decode the mean, bypassing DiagonalGaussian's value checks (meta has no values)
-            moments = model.encoder(x)
-            if model.quant_conv is not None:
-                moments = model.quant_conv(moments)
-            model.decode(moments.chunk(2, dim=1)[0])
+        with torch.no_grad():
+            model.decode(model.encode(x).mode())
     finally:
         for hook in hooks:
             hook.remove()
     return trace
 
 
-# ---- loading published weights (diffusers' key layout) ---------------------------------------
+# ---- loading published weights (diffusers' key layout) ------------------------------
 
-# (pattern in a diffusers checkpoint key, our name); applied in order by checkpoints.rename_key. Data, not dispatch.
+# (pattern in a diffusers checkpoint key, our name), applied in order by
+# checkpoints.rename_key. Data, not dispatch.
 DIFFUSERS_KEY_MAP = (
     (r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out."),
     (r"^encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.levels.\1.resnets."),
@@ -490,7 +449,7 @@ DIFFUSERS_KEY_MAP = (
     (r"\.mid_block\.attentions\.0\.group_norm\.", ".mid.attention.norm."),
     (r"\.mid_block\.attentions\.0\.(to_q|to_k|to_v)\.", r".mid.attention.\1."),
     (r"\.mid_block\.attentions\.0\.to_out\.0\.", ".mid.attention.to_out."),
-    # checkpoints saved by diffusers < 0.14 name the attention projections query/key/value/proj_attn
+    # diffusers < 0.14 names the attention projections query/key/value/proj_attn
     (r"\.mid_block\.attentions\.0\.query\.", ".mid.attention.to_q."),
     (r"\.mid_block\.attentions\.0\.key\.", ".mid.attention.to_k."),
     (r"\.mid_block\.attentions\.0\.value\.", ".mid.attention.to_v."),
@@ -498,17 +457,12 @@ DIFFUSERS_KEY_MAP = (
 )
 
 
-def diffusers_key_to_ours(key):
-    """Our parameter name for a key of diffusers' ``AutoencoderKL`` state dict."""
-    return checkpoints.rename_key(key, DIFFUSERS_KEY_MAP)
-
-
 def load_diffusers_state_dict(model, state_dict):
-    """Load a state dict in diffusers' ``AutoencoderKL`` key layout into ``model`` (in place).
+    """Load a state dict in diffusers' ``AutoencoderKL`` layout into ``model``.
 
-    Every key must map onto one of ours with the same shape, and every one of ours must be
-    given; otherwise a ValueError lists the missing keys, the unexpected ones and the shape
-    mismatches (``checkpoints.load_renamed``). A model built on the "meta" device receives
+    Every key must map onto one of ours with the same shape, and every one of ours must
+    be given; otherwise a ValueError lists the missing keys, the unexpected ones and the
+    shape mismatches (``checkpoints.load_renamed``). A model built on "meta" receives
     the tensors themselves (no copy). Returns ``model``.
     """
     if not isinstance(model, AutoencoderKL):
@@ -525,7 +479,8 @@ def load_diffusers_state_dict(model, state_dict):
     except ValueError as error:
         if any(k.startswith(("encoder.down.", "decoder.up.")) for k in state_dict):
             raise ValueError(
-                f"{error}\nThis looks like an original latent-diffusion/FLUX checkpoint "
+                f"{error}\nThis looks like an original latent-diffusion/FLUX "
+                "checkpoint "
                 "(encoder.down.N.block...); use the repository's diffusers file "
                 "(vae/diffusion_pytorch_model.safetensors)."
             ) from None
@@ -533,7 +488,7 @@ def load_diffusers_state_dict(model, state_dict):
 
 
 def load_diffusers_file(model, path):
-    """Load a diffusers-layout ``.safetensors`` file into ``model`` (safetensors: no pickle is run)."""
+    """Load a diffusers-layout ``.safetensors`` file into ``model`` (no pickle runs)."""
     from safetensors.torch import load_file
 
     return load_diffusers_state_dict(model, load_file(str(path)))

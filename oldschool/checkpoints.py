@@ -2,27 +2,28 @@
 
 A key map is data: a tuple of ``(regex pattern, replacement)`` pairs applied in order to
 each checkpoint key. ``load_renamed`` renames every key, checks the result against the
-model, and loads it; :mod:`oldschool.autoencoder_kl` and :mod:`oldschool.unet` each bring
-their own map for diffusers' layout.
+model, and loads it; :mod:`oldschool.autoencoder_kl` and :mod:`oldschool.unet` each
+bring their own map for diffusers' layout.
 """
 
 import re
 
 
 def rename_key(key, key_map):
-    """``key`` after every ``(pattern, replacement)`` of ``key_map`` (``re.sub``, in order)."""
+    """``key`` after each ``(pattern, replacement)`` of ``key_map``, by ``re.sub``."""
     for pattern, replacement in key_map:
         key = re.sub(pattern, replacement, key)
     return key
 
 
 def load_renamed(model, state_dict, key_map, what="this model"):
-    """Load ``state_dict`` into ``model`` after renaming its keys with ``key_map``; returns ``model``.
+    """Load ``state_dict`` into ``model`` after renaming its keys; returns ``model``.
 
-    Refuses with a ValueError naming them: weights the model needs but the checkpoint lacks
-    ("missing"), checkpoint keys the model has no place for ("unexpected"), and shape
-    mismatches. ``what`` names the model in that message. A model built on the meta device
-    receives the tensors themselves (``assign=True``), so nothing is allocated twice.
+    Keys are renamed with ``key_map``. Refuses with a ValueError naming them: weights
+    the model needs but the checkpoint lacks ("missing"), checkpoint keys the model has
+    no place for ("unexpected"), and shape mismatches. ``what`` names the model in that
+    message. A model built on the meta device receives the tensors themselves
+    (``assign=True``), so nothing is allocated twice.
     """
     ours = model.state_dict()
     renamed = {

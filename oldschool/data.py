@@ -4,8 +4,9 @@
 * ``digits()``: scikit-learn's 1,797 handwritten digits, 8x8 grey levels 0..16.
 * ``faces()``: scikit-image's LFW subset, 200 faces (100 faces, 100 non-faces), 25x25.
 * ``photo(name)`` / ``photo_patches(...)``: scikit-image's bundled colour photos.
-* ``digit_images(size, source)``: labelled digits resized to size x size; on Colab, MNIST
-  (torchvision's download) when asked and reachable, else the shipped digits, said aloud.
+* ``digit_images(size, source)``: labelled digits resized to size x size; on Colab,
+  MNIST (torchvision's download) when asked and reachable, else the shipped digits,
+  said aloud.
 
 Every image tensor is float32, shaped (N, C, H, W), with values in [-1, 1].
 """
@@ -16,7 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# scikit-image colour photos that ship inside the wheel (others need pooch and a network).
+from . import checks
+
+# scikit-image's colour photos inside the wheel (others need pooch and a network)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
@@ -25,7 +28,8 @@ def to_unit_range(images, lo, hi):
     images = torch.as_tensor(np.asarray(images), dtype=torch.float32)
     if images.min() < lo or images.max() > hi:
         raise ValueError(
-            f"values span [{images.min():.3g}, {images.max():.3g}], outside the stated [{lo}, {hi}]"
+            f"values span [{images.min():.3g}, {images.max():.3g}], outside the "
+            f"stated [{lo}, {hi}]"
         )
     return 2.0 * (images - lo) / (hi - lo) - 1.0
 
@@ -36,7 +40,7 @@ def from_unit_range(images):
 
 
 def digits(return_labels=False):
-    """scikit-learn's digits as a (1797, 1, 8, 8) tensor in [-1, 1] (and the labels 0..9)."""
+    """scikit-learn's digits, a (1797, 1, 8, 8) tensor in [-1, 1] (and labels 0..9)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -63,11 +67,8 @@ def faces(return_labels=False):
 
 
 def photo(name):
-    """One of scikit-image's bundled colour photos as a (1, 3, H, W) tensor in [-1, 1]."""
-    if name not in PHOTOS:
-        raise ValueError(
-            f"unknown photo {name!r}; the bundled colour photos are {PHOTOS}"
-        )
+    """One of scikit-image's bundled colour photos, a (1, 3, H, W) tensor in [-1, 1]."""
+    checks.one_of(name, "photo name", PHOTOS)
     import skimage.data
 
     array = getattr(skimage.data, name)()  # (H, W, 3) uint8
@@ -75,11 +76,12 @@ def photo(name):
 
 
 def photo_patches(size, n, names=PHOTOS, generator=None):
-    """``n`` random ``size`` x ``size`` crops from the bundled photos, (n, 3, size, size) in [-1, 1]."""
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    """``n`` random ``size`` x ``size`` crops of the bundled photos, (n, 3, size, size).
+
+    Values in [-1, 1]; crop i comes from photo ``names[i % len(names)]``.
+    """
+    checks.number(size, "size", low=1, integer=True)
+    checks.number(n, "n", low=1, integer=True)
     images = [photo(name)[0] for name in names]
     crops = []
     for i in range(n):
@@ -99,31 +101,30 @@ DIGIT_SOURCES = ("sklearn", "mnist")
 
 
 def digit_images(size, source="sklearn", root="~/.cache/oldschool"):
-    """Labelled digits at ``size`` x ``size`` in [-1, 1]: (images (N, 1, size, size), labels (N,), source).
+    """Labelled digits at ``size`` x ``size`` in [-1, 1]: (images, labels, source).
 
-    source="sklearn": scikit-learn's 1,797 8x8 digits, resized bilinearly (shipped; offline).
-    source="mnist": torchvision's 60,000 MNIST training digits (28x28, downloaded into
-    ``root`` once), resized bilinearly. When torchvision is missing or the download fails,
-    it prints why, loudly, and returns the scikit-learn digits. The third value names the
-    source actually used.
+    images (N, 1, size, size), labels (N,). source="sklearn": scikit-learn's 1,797 8x8
+    digits, resized bilinearly (shipped; offline). source="mnist": torchvision's 60,000
+    MNIST training digits (28x28, downloaded into ``root`` once), resized bilinearly.
+    When torchvision is missing or the download fails, it prints why, loudly, and
+    returns the scikit-learn digits. The third value names the source actually used.
     """
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    if source not in DIGIT_SOURCES:
-        raise ValueError(f"unknown source {source!r}; use one of {DIGIT_SOURCES}")
+    checks.number(size, "size", low=1, integer=True)
+    checks.one_of(source, "source", DIGIT_SOURCES)
     if source == "mnist":
         try:
             from torchvision.datasets import MNIST
 
             mnist = MNIST(os.path.expanduser(root), train=True, download=True)
-            images = to_unit_range(mnist.data.numpy(), 0, 255).unsqueeze(
-                1
-            )  # (60000, 1, 28, 28)
+            images = to_unit_range(mnist.data.numpy(), 0, 255)[
+                :, None
+            ]  # (60000, 1, ...)
             labels = mnist.targets.long()
-        except Exception as error:  # no torchvision, no network, a broken mirror: all mean "use the digits"
+        except Exception as error:  # no torchvision, no network, a broken mirror
             print(
                 f"MNIST IS NOT AVAILABLE ({type(error).__name__}: {error}).\n"
-                "  FALLING BACK to scikit-learn's 1,797 8x8 digits, resized: the numbers below are for those."
+                "  FALLING BACK to scikit-learn's 1,797 8x8 digits, resized: the "
+                "numbers below are for those."
             )
             source = "sklearn"
     if source == "sklearn":

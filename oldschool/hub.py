@@ -1,10 +1,10 @@
-"""Published VAE weights from the Hugging Face Hub: from its local cache, or fetched when a network is there.
+"""Published VAE weights from the Hugging Face Hub: from its cache, or fetched online.
 
-The book build runs offline; these functions are for Colab (tests load random-valued files
-with the published key names, shapes and dtypes through the same code). Each one either returns what
-was asked for or raises a RuntimeError whose message says why not (no network, the Hub
-disabled by ``HF_HUB_OFFLINE``, ``huggingface_hub`` missing, a gated repository), after
-at most a short connection attempt: nothing hangs.
+The book build runs offline; these functions are for Colab (tests load random-valued
+files with the published key names, shapes and dtypes through the same code). Each one
+either returns what was asked for or raises a RuntimeError whose message says why not
+(no network, the Hub disabled by ``HF_HUB_OFFLINE``, ``huggingface_hub`` missing, a
+gated repository), after at most a short connection attempt: nothing hangs.
 """
 
 import os
@@ -12,11 +12,11 @@ import socket
 
 import torch
 
-from . import autoencoder_kl
+from . import autoencoder_kl, checks
 
 HUB_HOST = "huggingface.co"
 
-# name -> (repository, file in diffusers' key layout, preset). Neither repository is gated.
+# name -> (repository, file in diffusers' key layout, preset); neither is gated
 PUBLISHED_VAES = {
     "sdxl": (
         "stabilityai/sdxl-vae",
@@ -32,7 +32,7 @@ PUBLISHED_VAES = {
 
 
 def why_offline(host=HUB_HOST, timeout=3.0):
-    """None when ``host`` answers on port 443 within ``timeout`` seconds, else the reason it does not."""
+    """None when ``host`` answers on port 443 within ``timeout`` s, else why not."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
         return "HF_HUB_OFFLINE is set"
     try:
@@ -43,7 +43,7 @@ def why_offline(host=HUB_HOST, timeout=3.0):
 
 
 def cached_file(name):
-    """The local path of a published VAE's file when the Hugging Face cache holds it, else None.
+    """The path of a published VAE's file if the Hugging Face cache holds it, else None.
 
     Looks only in the cache (``HF_HUB_CACHE`` / ``HF_HOME``), never on the network.
     """
@@ -54,22 +54,20 @@ def cached_file(name):
     repo, filename, _ = PUBLISHED_VAES[name]
     try:
         return hf_hub_download(repo, filename, local_files_only=True)
-    except (
-        Exception
-    ):  # not cached (huggingface_hub raises LocalEntryNotFoundError and kin)
+    except Exception:  # not cached: LocalEntryNotFoundError and kin
         return None
 
 
 def load_vae_file(name, path, device="cpu"):
-    """The published VAE ``name`` (``PUBLISHED_VAES``) with the weights of the safetensors file ``path``.
+    """The published VAE ``name`` (``PUBLISHED_VAES``) with the weights in ``path``.
 
-    The preset is built on the "meta" device and receives the file's tensors directly, so
-    the weights are held in memory once. Tensors stored in bf16 or float16 (FLUX ships bf16)
-    are converted to float32: the model is float32, and autocast is the caller's choice.
+    The preset is built on the "meta" device and receives the safetensors file's tensors
+    directly, so the weights are held in memory once. Tensors stored in bf16 or float16
+    (FLUX ships bf16) are converted to float32: the model is float32, and autocast is
+    the caller's choice.
     Key names and shapes are checked against the preset (``checkpoints.load_renamed``).
     """
-    if name not in PUBLISHED_VAES:
-        raise ValueError(f"unknown VAE {name!r}; known: {sorted(PUBLISHED_VAES)}")
+    checks.one_of(name, "name", PUBLISHED_VAES)
     from safetensors.torch import load_file
 
     _, _, preset = PUBLISHED_VAES[name]
@@ -84,12 +82,11 @@ def load_vae_file(name, path, device="cpu"):
 
 
 def load_published_vae(name, device="cpu"):
-    """A published VAE (``PUBLISHED_VAES``) in oldschool's ``AutoencoderKL``: from the cache, else downloaded.
+    """A published VAE (``PUBLISHED_VAES``), an ``AutoencoderKL``: cached or fetched.
 
     Raises RuntimeError saying why when the file is not cached and cannot be downloaded.
     """
-    if name not in PUBLISHED_VAES:
-        raise ValueError(f"unknown VAE {name!r}; known: {sorted(PUBLISHED_VAES)}")
+    checks.one_of(name, "name", PUBLISHED_VAES)
     path = cached_file(name)
     if path is None:
         reason = why_offline()
@@ -104,9 +101,7 @@ def load_published_vae(name, device="cpu"):
         repo, filename, _ = PUBLISHED_VAES[name]
         try:
             path = hf_hub_download(repo, filename)
-        except (
-            Exception
-        ) as error:  # network, authentication and missing-file errors all end here
+        except Exception as error:  # network, authentication, a missing file
             raise RuntimeError(
                 f"downloading {repo}/{filename} failed: {error}"
             ) from error

@@ -32,13 +32,9 @@ missing, unexpected or misshapen key.
 import torch
 import torch.nn as nn
 
-from . import checkpoints, guidance, latents, denoising
+from . import checkpoints, checks, denoising, guidance, latents
 
 CHECKPOINT_NAME = "this LatentDiffusion"
-
-
-def _shape_of(x):
-    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 class LatentDiffusion(nn.Module):
@@ -67,10 +63,11 @@ class LatentDiffusion(nn.Module):
         super().__init__()
         cfg = autoencoder.config
         f = cfg.downsampling_factor
-        if not isinstance(image_size, int) or image_size < 1 or image_size % f:
+        checks.number(image_size, "image_size", low=1, integer=True)
+        if image_size % f:
             raise ValueError(
-                f"image_size must be a positive int divisible by the "
-                f"autoencoder's factor {f}, got {image_size!r}"
+                f"image_size must be divisible by the autoencoder's factor {f}, "
+                f"got {image_size!r}"
             )
         if not hasattr(denoiser, "null_label"):
             raise TypeError(
@@ -95,19 +92,10 @@ class LatentDiffusion(nn.Module):
 
     # ---- the first stage: pixels <-> scaled latents ----------------------------------
 
-    def _check_images(self, x):
-        shape = (self.autoencoder.config.in_channels, self.image_size, self.image_size)
-        if not isinstance(x, torch.Tensor) or tuple(x.shape)[1:] != shape:
-            raise ValueError(
-                f"images must be (B, {', '.join(map(str, shape))}), got {_shape_of(x)}"
-            )
-
-    def _check_latents(self, z):
-        shape = self.latent_shape
-        if not isinstance(z, torch.Tensor) or tuple(z.shape)[1:] != shape:
-            raise ValueError(
-                f"latents must be (B, {', '.join(map(str, shape))}), got {_shape_of(z)}"
-            )
+    @property
+    def image_shape(self):
+        """(C_x, H, W) of the images."""
+        return (self.autoencoder.config.in_channels, self.image_size, self.image_size)
 
     @torch.no_grad()
     def fit_scaling(self, x, with_shift=False, batch_size=512):
@@ -116,7 +104,7 @@ class LatentDiffusion(nn.Module):
         Rombach et al. 2022, sec. 4.3.2: SD's 0.18215 is this number for its autoencoder
         (``latents.estimate_scaling_factor``). Sets the buffers; returns (scale, shift).
         """
-        self._check_images(x)
+        checks.tensor(x, "images x", shape=("B", *self.image_shape))
         chunks = x.split(batch_size)
         z = torch.cat([self.autoencoder.encode(chunk).mode() for chunk in chunks])
         scale, shift = latents.estimate_scaling_factor(z, with_shift=with_shift)
@@ -130,7 +118,7 @@ class LatentDiffusion(nn.Module):
 
         z is the mean of q(z|x), or a draw of it (notes eq. (3)) given a ``generator``.
         """
-        self._check_images(x)
+        checks.tensor(x, "images x", shape=("B", *self.image_shape))
         z = []
         for chunk in x.split(batch_size):
             posterior = self.autoencoder.encode(chunk)
@@ -141,7 +129,7 @@ class LatentDiffusion(nn.Module):
     @torch.no_grad()
     def decode(self, z):
         """Images (B, C_x, H, W) of scaled latents z: unscale, then the decoder."""
-        self._check_latents(z)
+        checks.tensor(z, "latents z", shape=("B", *self.latent_shape))
         scale, shift = float(self.scaling_factor), float(self.shift_factor)
         return self.autoencoder.decode(latents.unscale_latents(z, scale, shift))
 
@@ -153,7 +141,7 @@ class LatentDiffusion(nn.Module):
         batch = (z0, labels): scaled latents from ``encode`` (B, C, h, w), labels (B,).
         """
         z0, labels = batch
-        self._check_latents(z0)
+        checks.tensor(z0, "latents z0", shape=("B", *self.latent_shape))
         return guidance.cfg_loss(
             self.denoiser,
             (z0, labels),
@@ -188,8 +176,7 @@ class LatentDiffusion(nn.Module):
         denoiser call evaluates the label and the null label together, a batch of 2B.
         Returns images (B, C_x, H, W), and the latents z_0 too if ``return_latents``.
         """
-        if not isinstance(labels, torch.Tensor):
-            raise TypeError(f"labels must be a long tensor (B,), got {type(labels)}")
+        checks.tensor(labels, "labels", shape=("B",))
         self.denoiser.check_labels(labels, len(labels))
         if not callable(sampler):
             raise TypeError(
@@ -219,7 +206,7 @@ class LatentDiffusion(nn.Module):
         label's context tokens) the U-Net's eps-prediction. Sampling path: z_T from the
         prior -> ``sampler`` (one step: only the shapes matter) -> z_0 -> decoded image.
         """
-        self._check_images(x)
+        checks.tensor(x, "images x", shape=("B", *self.image_shape))
         self.denoiser.check_labels(labels, len(x))
         posterior = self.autoencoder.encode(x)
         z0 = self.encode(x)

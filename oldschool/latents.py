@@ -1,49 +1,46 @@
-"""What happens to the autoencoder's latents before the diffusion model sees them (notes 2.2).
+"""What happens to the autoencoder's latents before the diffusion model sees them.
 
-* Normalization: ``scale_latents`` maps z to (z - shift) * scale so that the diffusion model
-  works on latents of unit variance (Rombach et al. 2022, sec. 4.3.2 and app. D.1, where
-  scale = 1 / std of the latents over a batch of data); ``estimate_scaling_factor`` measures
-  scale (and shift) on a data set. Published: SD 0.18215; SDXL 0.13025; SD3 1.5305 with
-  shift 0.0609; FLUX.1 0.3611 with shift 0.1159.
+Notes 2.2.
+
+* Normalization: ``scale_latents`` maps z to (z - shift) * scale so that the diffusion
+  model works on latents of unit variance (Rombach et al. 2022, sec. 4.3.2 and app. D.1,
+  where scale = 1 / std of the latents over a batch of data);
+  ``estimate_scaling_factor`` measures scale (and shift) on a data set. Published: SD
+  0.18215; SDXL 0.13025; SD3 1.5305 with shift 0.0609; FLUX.1 0.3611 with shift 0.1159.
 * FLUX.1's packing: ``pack_latents`` cuts the (B, C, H, W) latent into 2x2 patches and
-  stacks each patch's 4C numbers as one token, (B, H/2 * W/2, 4C), in the element order of
-  the FLUX pipeline; ``unpack_latents`` undoes it exactly. ``patch_conv_as_linear`` shows
-  that SD3's patch embedding (a conv with kernel = stride = 2) is the same map as packing
-  followed by a linear layer.
+  stacks each patch's 4C numbers as one token, (B, H/2 * W/2, 4C), in the element order
+  of the FLUX pipeline; ``unpack_latents`` undoes it exactly. ``patch_conv_as_linear``
+  shows that SD3's patch embedding (a conv with kernel = stride = 2) is the same map as
+  packing followed by a linear layer.
 """
 
 import torch
 
-
-def _check_latents(z, what="latents"):
-    if not isinstance(z, torch.Tensor) or z.dim() != 4:
-        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise ValueError(f"{what} must be a tensor (B, C, H, W), got {shape}")
+from . import checks
 
 
 def scale_latents(z, scaling_factor, shift_factor=0.0):
-    """(z - shift_factor) * scaling_factor: the encoder's latents as the diffusion model sees them."""
-    if not scaling_factor > 0:
-        raise ValueError(f"scaling_factor must be positive, got {scaling_factor!r}")
+    """(z - shift_factor) * scaling_factor: the latents the diffusion model sees."""
+    checks.number(scaling_factor, "scaling_factor", low=0, low_open=True)
     return (z - shift_factor) * scaling_factor
 
 
 def unscale_latents(z_scaled, scaling_factor, shift_factor=0.0):
-    """z_scaled / scaling_factor + shift_factor: the inverse of ``scale_latents``, before decoding."""
-    if not scaling_factor > 0:
-        raise ValueError(f"scaling_factor must be positive, got {scaling_factor!r}")
+    """z_scaled / scaling_factor + shift_factor: undoes ``scale_latents`` to decode."""
+    checks.number(scaling_factor, "scaling_factor", low=0, low_open=True)
     return z_scaled / scaling_factor + shift_factor
 
 
 @torch.no_grad()
 def estimate_scaling_factor(z, with_shift=False):
-    """(scale, shift) making ``scale_latents(z, scale, shift)`` zero-mean (if with_shift) and unit-std.
+    """(scale, shift) giving ``scale_latents(z, scale, shift)`` unit std (and mean 0).
 
-    Pools every element of ``z`` (B, C, H, W) as latent-diffusion's ``scale_by_std`` does:
-    scale = 1 / std(z) (the std about the mean), and shift = mean(z) when ``with_shift`` (SD3,
-    FLUX) or 0 (SD, SDXL, which leave the small mean in). Computed in float64.
+    Pools every element of ``z`` (B, C, H, W) as latent diffusion's ``scale_by_std``
+    does: scale = 1 / std(z) (the std about the mean), and shift = mean(z) when
+    ``with_shift`` (SD3, FLUX) or 0 (SD, SDXL, which leave the small mean in). Computed
+    in float64.
     """
-    _check_latents(z)
+    checks.tensor(z, "z", shape=("B", "C", "H", "W"))
     z = z.detach().double().flatten()
     shift = float(z.mean()) if with_shift else 0.0
     return float(1.0 / z.std()), shift
@@ -53,10 +50,10 @@ def pack_latents(z):
     """FLUX.1's packing: (B, C, H, W) -> (B, H/2 * W/2, 4C), one token per 2x2 patch.
 
     Token t = i * (W/2) + j holds the patch at rows 2i..2i+1, columns 2j..2j+1; within a
-    token the index is c * 4 + 2 * dy + dx (channel first, then the row and column in the
-    patch), the order of diffusers' ``FluxPipeline._pack_latents``.
+    token the index is c * 4 + 2 * dy + dx (channel first, then the row and column in
+    the patch), the order of diffusers' ``FluxPipeline._pack_latents``.
     """
-    _check_latents(z)
+    checks.tensor(z, "z", shape=("B", "C", "H", "W"))
     B, C, H, W = z.shape
     if H % 2 or W % 2:
         raise ValueError(f"packing needs an even latent height and width, got {H}x{W}")
@@ -66,17 +63,11 @@ def pack_latents(z):
 
 
 def unpack_latents(tokens, height, width):
-    """The inverse of ``pack_latents``: (B, height/2 * width/2, 4C) -> (B, C, height, width).
+    """The inverse of ``pack_latents``: (B, height/2 * width/2, 4C) -> (B, C, h, w).
 
     ``height`` and ``width`` are those of the latent grid (not of the image).
     """
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3:
-        shape = (
-            tuple(tokens.shape)
-            if isinstance(tokens, torch.Tensor)
-            else type(tokens).__name__
-        )
-        raise ValueError(f"tokens must be a tensor (B, N, 4C), got {shape}")
+    checks.tensor(tokens, "tokens", shape=("B", "N", "4C"))
     if height % 2 or width % 2:
         raise ValueError(
             f"height and width of the latent grid must be even, got {height}x{width}"
@@ -84,21 +75,21 @@ def unpack_latents(tokens, height, width):
     B, N, D = tokens.shape
     if N != (height // 2) * (width // 2) or D % 4:
         raise ValueError(
-            f"{N} tokens of {D} numbers do not make a {height}x{width} grid of 2x2 patches"
+            f"{N} tokens of {D} numbers do not make a {height}x{width} grid of 2x2 "
+            "patches"
         )
-    patches = tokens.view(
-        B, height // 2, width // 2, D // 4, 2, 2
-    )  # (B, i, j, C, dy, dx)
+    # (B, i, j, C, dy, dx)
+    patches = tokens.view(B, height // 2, width // 2, D // 4, 2, 2)
     patches = patches.permute(0, 3, 1, 4, 2, 5)  # (B, C, i, dy, j, dx)
     return patches.reshape(B, D // 4, height, width)
 
 
 def patch_conv_as_linear(conv):
-    """A Linear layer that, applied to ``pack_latents(z)``, equals SD3's patch conv applied to z.
+    """A Linear layer that, applied to ``pack_latents(z)``, is SD3's patch conv of z.
 
-    ``conv`` is an ``nn.Conv2d(C, D, kernel_size=2, stride=2)``; its weight (D, C, 2, 2) read
-    row by row is (D, 4C) in exactly the packed order c * 4 + 2 * dy + dx, so the linear weight
-    is a reshape, and conv(z).flatten(2).transpose(1, 2) == linear(pack_latents(z)).
+    ``conv`` is an ``nn.Conv2d(C, D, kernel_size=2, stride=2)``; its weight (D, C, 2, 2)
+    read row by row is (D, 4C) in exactly the packed order c * 4 + 2 * dy + dx, so the
+    linear weight is a reshape: conv(z).flatten(2).transpose(1, 2) == linear(pack(z)).
     """
     kernel, stride = tuple(conv.kernel_size), tuple(conv.stride)
     if (
@@ -108,8 +99,8 @@ def patch_conv_as_linear(conv):
         or conv.groups != 1
     ):
         raise ValueError(
-            f"expected a 2x2 conv with stride 2, no padding, one group; got kernel {kernel}, "
-            f"stride {stride}, padding {conv.padding}, groups {conv.groups}"
+            "expected a 2x2 conv with stride 2, no padding, one group; got kernel "
+            f"{kernel}, stride {stride}, padding {conv.padding}, groups {conv.groups}"
         )
     D, C = conv.out_channels, conv.in_channels
     linear = torch.nn.Linear(

@@ -20,12 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoints, checks
-from .autoencoder_kl import (
-    Upsample,
-)  # the VAE decoder's block: nearest x2, then a 3x3 conv
+from .conv_blocks import Downsample, Upsample  # shared with the VAE (conv_blocks.py)
 from .embeddings import sinusoidal_embedding
 from .unet_blocks import (
-    Downsample,
     ResBlock,
     TimestepEmbedding,
     Transformer2D,

@@ -10,7 +10,8 @@
 * ``FeedForward`` (GEGLU), ``TransformerBlock`` (self-attn, cross-attn, feed-forward,
   each pre-normed with a residual) and ``Transformer2D`` (GroupNorm, project in, flatten
   the image to tokens, blocks, back to an image, project out, residual).
-* ``Downsample`` (stride-2 conv) and ``Upsample`` (nearest x2, then a conv).
+* ``Downsample`` (stride-2 conv) and ``Upsample`` (nearest x2, then a conv) live in
+  ``conv_blocks``, shared with the VAE.
 
 The layer names inside each block are the ones ``unet.DIFFUSERS_KEY_MAP`` translates
 from diffusers' checkpoint layout (Rombach et al. 2022; diffusers'
@@ -189,14 +190,3 @@ class Transformer2D(nn.Module):
         if not self.use_linear_projection:
             out = self.proj_out(out)
         return x + out
-
-
-class Downsample(nn.Module):
-    """Halve H and W with a 3x3 conv of stride 2."""
-
-    def __init__(self, channels):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x):
-        return self.conv(x)  # (B, C, H/2, W/2)

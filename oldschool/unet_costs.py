@@ -30,8 +30,8 @@ from collections import defaultdict
 import torch
 import torch.nn as nn
 
-from .autoencoder_kl import Upsample
-from .unet_blocks import Attention, Downsample, ResBlock, Transformer2D
+from .conv_blocks import Downsample, Upsample
+from .unet_blocks import Attention, ResBlock, Transformer2D
 
 KINDS = (
     "conv",

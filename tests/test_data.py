@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 
@@ -34,9 +36,9 @@ def test_photo_patches_are_reproducible_crops():
 
 
 def test_bad_inputs_are_named():
-    with pytest.raises(ValueError, match="unknown photo 'eagle'"):
+    with pytest.raises(ValueError, match="photo name must be one of .*got 'eagle'"):
         data.photo("eagle")
-    with pytest.raises(ValueError, match="size must be a positive int"):
+    with pytest.raises(ValueError, match=r"size must lie in \[1, inf\], got 0"):
         data.photo_patches(0, 3)
     with pytest.raises(ValueError, match="larger than photo"):
         data.photo_patches(1000, 1)
@@ -48,3 +50,30 @@ def test_unit_range_round_trip():
     x = torch.rand(5, 3) * 16
     y = data.to_unit_range(x, 0.0, 16.0)
     assert torch.allclose(data.from_unit_range(y), x / 16)
+
+
+def test_digit_images_resized_with_labels():
+    x, labels, source = data.digit_images(16)
+    assert (
+        source == "sklearn" and x.shape == (1797, 1, 16, 16) and labels.shape == (1797,)
+    )
+    assert x.min() >= -1 and x.max() <= 1
+    small = torch.nn.functional.avg_pool2d(
+        x, 2
+    )  # back to 8x8: a blurred copy of each original
+    own = (small - data.digits()).abs().mean()
+    other = (
+        (small - data.digits().roll(1, dims=0)).abs().mean()
+    )  # control: the neighbouring digit
+    assert own < 0.5 * other
+
+
+def test_digit_images_fall_back_loudly_without_torchvision(monkeypatch, capsys):
+    monkeypatch.setitem(
+        sys.modules, "torchvision.datasets", None
+    )  # makes the import fail
+    x, labels, source = data.digit_images(12, source="mnist")
+    assert source == "sklearn" and x.shape == (1797, 1, 12, 12)
+    assert "FALLING BACK" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="source must be one of .*got 'cifar'"):
+        data.digit_images(12, source="cifar")

@@ -4,6 +4,8 @@ import ast
 from pathlib import Path
 
 import pytest
+import math
+
 import torch
 
 from oldschool import latents
@@ -89,5 +91,39 @@ def test_bad_inputs():
         latents.pack_latents(torch.zeros(1, 4, 5, 6))
     with pytest.raises(ValueError, match="do not make a 4x4 grid"):
         latents.unpack_latents(torch.zeros(1, 5, 16), 4, 4)
-    with pytest.raises(ValueError, match="scaling_factor must be positive"):
+    with pytest.raises(ValueError, match=r"scaling_factor must lie in \(0, inf\]"):
         latents.scale_latents(torch.zeros(1), 0.0)
+    with pytest.raises(ValueError, match=r"scaling_factor must lie in \(0, inf\]"):
+        latents.unscale_latents(torch.zeros(1), -1.0)
+    with pytest.raises(ValueError, match=r"z must have shape \(B, C, H, W\)"):
+        latents.pack_latents(torch.zeros(4, 6, 6))
+    with pytest.raises(ValueError, match=r"tokens must have shape \(B, N, 4C\)"):
+        latents.unpack_latents(torch.zeros(9, 16), 6, 6)
+    with pytest.raises(TypeError, match="z must be a tensor"):
+        latents.estimate_scaling_factor([1.0, 2.0])
+
+
+def test_ch3_patch_check_fails_with_the_wrong_token_order():
+    z = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(7))
+    conv = torch.nn.Conv2d(16, 32, kernel_size=2, stride=2)
+    by_conv = conv(z).flatten(2).transpose(1, 2)
+    tokens = latents.pack_latents(z)
+    linear = latents.patch_conv_as_linear(conv)
+    assert torch.allclose(by_conv, linear(tokens), atol=1e-5)
+    swapped = (
+        tokens.view(1, 16, 16, 2, 2).transpose(-1, -2).reshape(1, 16, 64)
+    )  # dy <-> dx
+    assert not torch.allclose(by_conv, linear(swapped), atol=1e-5)
+
+
+def test_ch3_forward_variance_check_fails_without_the_square_root():
+    """ch3-forward: the variance of sqrt(a_T) z + sqrt(1 - a_T) eps is a_T Var z + 1 - a_T,
+    within 4 standard errors; with a_T in place of its square root the check fails."""
+    z = 5.0 * torch.randn(200_000, generator=torch.Generator().manual_seed(5))
+    eps = torch.randn(200_000, generator=torch.Generator().manual_seed(6))
+    a_T = 0.0047
+    x = z.double()
+    for coefficient, ok in ((math.sqrt(a_T), True), (a_T, False)):
+        x = (coefficient * z + math.sqrt(1 - a_T) * eps).double()
+        se = math.sqrt(((x - x.mean()).pow(4).mean() - x.var() ** 2).item() / x.numel())
+        assert (abs(x.var().item() - (a_T * z.var().item() + 1 - a_T)) < 4 * se) == ok

@@ -12,7 +12,7 @@ import sympy as sp
 import torch
 
 from oldschool import denoising, gaussians, symbolic
-from oldschool.sde import VESDE, VPSDE, SubVPSDE
+from oldschool.sde import VESDE, VPSDE, SubVPSDE, append_dims
 
 
 # chapter 1: the Gaussian NLL and the reparameterized gradient -----------------------
@@ -310,3 +310,41 @@ def test_ch2_eq9_check_fails_with_a_dropped_half():
     wrong = mu_q**2 + sigma_q**2 - sp.log(sigma_q**2) - 1  # the notes' eq. (10) bracket
     assert sp.simplify(sp.expand_log(eq9 - right, force=True)) == 0
     assert sp.simplify(sp.expand_log(eq9 - wrong, force=True)) != 0
+
+
+VP = VPSDE()
+
+
+def elbo_term_holds(weight):
+    """ch4-elbo: the KL of one denoising step equals weight(SNR_s, SNR_t) * ||x0 - x0_hat||^2."""
+    post_mean, post_var, _, (x_s, x_t_, x0_, x0_hat_, a_s, s_s, a_t, s_t) = (
+        symbolic.diffusion_step_kl()
+    )
+    mean_fn = sp.lambdify((x_t_, x0_, a_s, s_s, a_t, s_t), post_mean)
+    var_fn = sp.lambdify((a_s, s_s, a_t, s_t), post_var)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(256, 2, generator=g, dtype=torch.float64)
+    s_b, t_b = (
+        torch.full((256,), 0.2, dtype=torch.float64),
+        torch.full((256,), 0.25, dtype=torch.float64),
+    )
+    coeffs = [
+        append_dims(c, 2)
+        for c in (VP.alpha(s_b), VP.sigma(s_b), VP.alpha(t_b), VP.sigma(t_b))
+    ]
+    x_t, _ = VP.perturb(x0, t_b, generator=g)
+    x0_hat = x0 + 0.1 * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    logvar = var_fn(*coeffs).log().expand_as(x0)
+    kl = gaussians.kl_diagonal(
+        mean_fn(x_t, x0, *coeffs), logvar, mean_fn(x_t, x0_hat, *coeffs), logvar
+    )
+    weighted_se = weight(VP.snr(s_b), VP.snr(t_b)) * (x0 - x0_hat).pow(2).sum(1)
+    return torch.allclose(kl, weighted_se, rtol=1e-8, atol=1e-12)
+
+
+def test_ch4_elbo_check_fails_on_a_dropped_half_and_a_flipped_sign():
+    assert elbo_term_holds(lambda snr_s, snr_t: 0.5 * (snr_s - snr_t))
+    assert not elbo_term_holds(lambda snr_s, snr_t: snr_s - snr_t)  # the 1/2 dropped
+    assert not elbo_term_holds(
+        lambda snr_s, snr_t: 0.5 * (snr_t - snr_s)
+    )  # sign flipped

@@ -1,4 +1,4 @@
-"""The published-VAE loader (oldschool.hub) on files shaped like the published ones, offline.
+"""oldschool.hub: the published-VAE loader, on files shaped like the published ones.
 
 The files on the Hub cannot be fetched here, so each test writes a safetensors file with the
 published file's key names, shapes and dtypes and random values, into a Hugging Face cache
@@ -11,7 +11,7 @@ settings below, not from our presets, so a preset or key-map slip fails here.
 import pytest
 import torch
 
-from oldschool import autoencoder_kl, hub
+from oldschool import autoencoder_kl, checkpoints, hub
 
 diffusers = pytest.importorskip("diffusers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -102,7 +102,7 @@ def test_a_published_layout_file_loads_with_every_weight_in_place(name, hf_cache
         key,
         tensor,
     ) in state.items():  # each published tensor sits, unchanged, under its renamed key
-        mine = ours[autoencoder_kl.diffusers_key_to_ours(key)]
+        mine = ours[checkpoints.rename_key(key, autoencoder_kl.DIFFUSERS_KEY_MAP)]
         assert mine.dtype == torch.float32 and torch.equal(mine, tensor.float()), key
     assert not any(p.is_meta for p in model.parameters())
     assert model.scaling_factor == settings["scaling_factor"]
@@ -156,3 +156,19 @@ def test_not_cached_and_offline_says_why(hf_cache):
         RuntimeError, match="cannot download the sdxl VAE: HF_HUB_OFFLINE is set"
     ):
         hub.load_published_vae("sdxl")
+
+
+def test_published_weights_are_not_fetched_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.why_offline() == "HF_HUB_OFFLINE is set"
+    with pytest.raises(
+        RuntimeError, match="cannot download the sdxl VAE: HF_HUB_OFFLINE is set"
+    ):
+        hub.load_published_vae("sdxl")
+    with pytest.raises(ValueError, match="name must be one of .*got 'sd9'"):
+        hub.load_published_vae("sd9")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    reason = hub.why_offline(
+        host="host.invalid", timeout=1.0
+    )  # a name that never resolves
+    assert reason is not None and "host.invalid" in reason
