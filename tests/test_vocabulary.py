@@ -2,7 +2,9 @@
 
 Every process is x_t = alpha(t) x0 + sigma(t) eps with log-SNR lam(t) (``oldschool.sde``).
 The names it replaced (``mean_coeff``/``std``/``log_mean_coeff``, m/s, VE's ``sigma`` for the
-noise scale) and ``eps`` used for an end time must not come back in the package or the chapters.
+noise scale) and ``eps`` used for an end time must not come back in the package or the chapters;
+nor the per-step ``check_time`` and hand-written shape messages that ``oldschool.checks``
+replaced (checks at the door).
 """
 
 import re
@@ -19,7 +21,11 @@ RETIRED = {
     r"\blog_mean_coeff\b": "log_alpha(t)",
     r"\b(sde|vp|ve|sub|sd|path|schedule)\.std\(": "sigma(t)",
     r"\bdiffusion_coeff\b": "g(t) / g2(t)",
-    r"\b(samplers\.\w+|time_grid|dsm_loss)\([^)]*\beps=": "t_min= (eps is noise, never an end time)",
+    r"\b((samplers|ode_solvers|dpm_solvers)\.\w+|time_grid|dsm_loss)\([^)]*\beps=": (
+        "t_min= (eps is noise, never an end time)"
+    ),
+    r"\bcheck_time\b": "checks.times at the door (per-step code checks nothing)",
+    r"isinstance\(\w+, torch\.Tensor\) else type\(": "checks.describe / checks.tensor",
 }
 
 
