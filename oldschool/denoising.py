@@ -228,6 +228,14 @@ def prediction_errors(model, x0, sde, t, parameterization="eps", generator=None)
     return {q: (predicted[q] - truth[q]).pow(2).mean() for q in PARAMETERIZATIONS}
 
 
+def _device_of(model):
+    """The device of a module's weights; None for a plain function (it follows x)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    weight = next(model.parameters(), None)
+    return None if weight is None else weight.device
+
+
 def score_fn_from_model(model, sde, parameterization="eps"):
     """score_fn(x, t) ~ grad_x log p_t(x) from a model trained with ``dsm_loss``.
 
@@ -237,12 +245,20 @@ def score_fn_from_model(model, sde, parameterization="eps"):
     way, and the probability-flow drift f x - 1/2 g^2 score built from it is that
     velocity again (chapter 8). ``t`` has shape (B,). The returned function has no
     gradient tape.
+
+    A network answers where its weights are: a model trained on the GPU serves a
+    sampler whose points live on the CPU (x and t go to the weights' device, the score
+    comes back to x's), so a chapter need not move its model off the GPU to sample.
     """
     checks.one_of(parameterization, "parameterization", PARAMETERIZATIONS)
+    device = _device_of(model)
 
     @torch.no_grad()
     def score_fn(x, t):  # per sampler step: the sampler checked its grid
-        output = model(x, t)
+        if device is None or device == x.device:
+            output = model(x, t)
+        else:
+            output = model(x.to(device), t.to(device)).to(x.device)
         if parameterization == "score":
             return output
         alpha, sigma, d_alpha, d_sigma = _coefficients(sde, t, x.dim())

@@ -422,3 +422,33 @@ def test_ch4_training_check_fails_for_an_untrained_model():
     assert not beats_control(
         untrained, nets.ScoreMLP(dim=2, hidden=32, layers=2, embed_dim=16), x_eval
     )
+
+
+class _Elsewhere(torch.nn.Module):
+    """Weights on another device (meta stands in for a GPU); records what it is fed and
+    answers a CPU tensor, as a GPU network's output moved back would be."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(1, device="meta"))
+        self.seen = []
+
+    def forward(self, x, t):
+        self.seen.append((x.device.type, t.device.type))
+        return torch.ones(tuple(x.shape))
+
+
+def test_score_fn_feeds_the_network_on_its_own_device():
+    """A network trained on the GPU samples CPU points: inputs go to its weights'
+    device, the score comes back on x's (a plain function just follows x)."""
+    sde, x, t = VPSDE(), torch.zeros(4, 2), torch.full((4,), 0.5)
+    model = _Elsewhere()
+    score = denoising.score_fn_from_model(model, sde, "eps")(x, t)
+    assert model.seen == [("meta", "meta")]
+    assert score.device == x.device
+    torch.testing.assert_close(score, -torch.ones(4, 2) / sde.sigma(t)[:, None])
+    seen = []
+    denoising.score_fn_from_model(
+        lambda x, t: seen.append(x.device.type) or torch.zeros_like(x), sde
+    )(x, t)
+    assert seen == ["cpu"]
