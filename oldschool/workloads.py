@@ -192,9 +192,10 @@ def _ch5(S):
         models={"ScoreMLP": (_score_mlp(S), True)},
         loops=[
             Loop("train", "ScoreMLP", run, S.batch_size, S.steps, train=True),
-            Loop("sample with the learned score (CPU)", "ScoreMLP", run, S.n_samples,
-                 S.sample_steps, on_cpu=True),
-            Loop("loss per noise level (CPU)", "ScoreMLP", run, 2000, 100, on_cpu=True),
+            # the network stays on the GPU; the samplers' points stay on the CPU
+            Loop("sample with the learned score", "ScoreMLP", run, S.n_samples,
+                 S.sample_steps),
+            Loop("loss per noise level", "ScoreMLP", run, 2000, 100),
         ],
         resident={"data": S.n_data * 2 * FLOAT_BYTES},
     )
@@ -248,8 +249,7 @@ def _ch8(S):
             Loop("train: flow matching, more of it, reflow", net, run, S.batch_size,
                  3 * seeds * S.steps, train=True),
             Loop("reflow pairs (Heun)", net, run, S.n_pairs, 2 * seeds * S.pair_steps),
-            Loop("samples (CPU)", net, run, S.n_samples,
-                 3 * seeds * (1 + 2 * S.sample_steps), on_cpu=True),
+            Loop("samples", net, run, S.n_samples, 3 * seeds * (1 + 2 * S.sample_steps)),
         ],
         resident={"data": S.n_data * 2 * FLOAT_BYTES},
     )
