@@ -47,8 +47,8 @@ def section():
             f"step (a training step's activations at its batch size, float32, plus gradients and Adam's two "
             f"moments). Time: FLOPs of every Conv2d and Linear call (backward = 2 x forward) at "
             f"{t4['efficiency']:.0%} of the T4's {t4['flops'] / 1e12:.0f} TFLOPS (float16 tensor cores, the "
-            f"autocast dtype on a GPU without bf16), plus {t4['launch_seconds'] * 1e6:.0f} us per layer call; "
-            f"loops a chapter runs on the CPU at {t4['cpu_flops'] / 1e9:.0f} GFLOP/s (Colab's two vCPUs). "
+            f"autocast dtype on a GPU without bf16), plus {t4['launch_seconds'] * 1e6:.0f} us per layer call "
+            "(every chapter samples with its networks on the GPU). "
             f"A chapter fits a free Colab T4 when its peak is under {t4['memory_bytes'] / 1e9:.0f} GB; "
             f"`tests/test_budgets.py` fails above {budgets.LIMIT_BYTES / 1e9:.0f} GB. Rough by design: "
             "a factor of two either way.",

@@ -43,7 +43,6 @@ T4 = dict(
     flops=65e12,
     efficiency=0.3,
     launch_seconds=20e-6,
-    cpu_flops=30e9,
 )
 
 
@@ -95,14 +94,11 @@ def chapter_budget(chapter, gpu=T4):
     )
     resident = sum(work.resident.values())
     largest_step, activations, peak_loop = 0, 0, None
-    gpu_seconds = cpu_seconds = 0.0
+    gpu_seconds = 0.0
     for loop in work.loops:
         profile = forward_profile(built[loop.model], loop.run)
         passes = 3 if loop.train else 1  # backward costs about twice the forward
         flops = profile["flops"] * loop.batch * passes * loop.repeats
-        if loop.on_cpu:
-            cpu_seconds += flops / gpu["cpu_flops"]
-            continue
         if loop.train:
             batch_activations = profile["activations"] * loop.batch
             step = batch_activations + 3 * trainable[loop.model] * FLOAT_BYTES
@@ -125,7 +121,6 @@ def chapter_budget(chapter, gpu=T4):
         peak=resident + weights + largest_step,
         peak_loop=peak_loop,
         gpu_seconds=gpu_seconds,
-        cpu_seconds=cpu_seconds,
     )
 
 
@@ -143,7 +138,6 @@ README_HEADERS = (
     "est. peak (GB)",
     "fits a free T4",
     "est. T4 GPU time (min)",
-    "CPU time in GPU mode (min)",
     "capped CPU run peak RSS (GB)",
     "largest step",
 )
@@ -169,10 +163,9 @@ def readme_table(rows, measured=None):
             gb(r["peak"]),
             "yes" if r["peak"] <= T4["memory_bytes"] else "no",
             f"{r['gpu_seconds'] / 60:.1f}",
-            f"{r['cpu_seconds'] / 60:.1f}",
             gb(measured.get(r["chapter"])),
             r["peak_loop"],
         ]
         for r in rows
     ]
-    return unet_costs.markdown_table(README_HEADERS, cells, align="lrrrrrlrrrl")
+    return unet_costs.markdown_table(README_HEADERS, cells, align="lrrrrrlrrl")

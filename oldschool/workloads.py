@@ -2,7 +2,7 @@
 
     work = WORKLOADS["ch7"](config.settings("ch7", "gpu"))
     work.models     # name -> (builder, keeps an EMA copy)
-    work.loops      # Loop(what, model, run, batch, repeats, train, on_cpu)
+    work.loops      # Loop(what, model, run, batch, repeats, train)
     work.resident   # name -> bytes of data kept on the device
 
 A chapter's workload lists what it keeps on the device (data sets) and its loops:
@@ -33,7 +33,6 @@ class Loop:
     batch: int
     repeats: int
     train: bool = False
-    on_cpu: bool = False  # the chapter moves this model to the CPU first
 
 
 @dataclass

@@ -75,11 +75,10 @@ def test_readme_table_has_one_row_per_chapter_and_right_aligned_numbers():
             peak=16e9,
             peak_loop="train",
             gpu_seconds=90.0,
-            cpu_seconds=0.0,
         )
     ]
     lines = budgets.readme_table(rows, {"chX": 3e9}).splitlines()
-    assert lines[1] == "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"
+    assert lines[1] == "|---|---:|---:|---:|---:|---:|---|---:|---:|---|"
     assert lines[2] == (
-        "| chX | 2.50 M | 1.00 | 0.00 | 2.00 | 16.00 | no | 1.5 | 0.0 | 3.00 | train |"
+        "| chX | 2.50 M | 1.00 | 0.00 | 2.00 | 16.00 | no | 1.5 | 3.00 | train |"
     )
