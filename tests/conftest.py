@@ -1,5 +1,7 @@
-"""Shared fixtures: the repository layout and one book build per test session."""
+"""Shared fixtures: the repository layout, one book build per test session, and the
+small inputs several test modules draw (random images, an LPIPS with random weights)."""
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -16,6 +18,31 @@ BOOK_ENV = {
     "OLDSCHOOL_PROGRESS": "0",
     "OMP_NUM_THREADS": "1",
 }  # as the Makefile
+
+
+def load_script(relative):
+    """A script of the repository (e.g. "benchmarks/gpu_check.py") as a module."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def random_images(n=2, size=32, seed=0):
+    """``n`` RGB images (n, 3, size, size) uniform in [-1, 1], from ``seed``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def random_lpips():
+    """LPIPS with random trunk weights (nothing downloads), seeded."""
+    from oldschool import perceptual
+
+    return perceptual.LPIPS("alex", pretrained_backbone=False, seed=0)
 
 
 def toc_files():

@@ -5,22 +5,13 @@ import math
 import pytest
 import torch
 
-from oldschool import autoencoder_kl, autoencoder_kl_loss, perceptual
+from conftest import random_images
+from oldschool import autoencoder_kl, autoencoder_kl_loss
 from oldschool.gaussians import DiagonalGaussian
 
 
-@pytest.fixture(scope="module")
-def random_lpips():
-    return perceptual.LPIPS("alex", pretrained_backbone=False, seed=0)
-
-
-def _images(n=2, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, size, size, generator=g) * 2 - 1
-
-
 def test_kl_autoencoder_loss_matches_its_formula(random_lpips):
-    x = _images(seed=0)
+    x = random_images(seed=0)
     x_hat = 0.9 * x
     g = torch.Generator().manual_seed(5)
     q = DiagonalGaussian(
@@ -54,7 +45,7 @@ def test_training_loss_is_the_criterion_of_the_vaes_reconstruction():
     vae = autoencoder_kl.small_vae(4, (8, 8), 1, 4)
     criterion = autoencoder_kl_loss.KLAutoencoderLoss(None, 0.0, 1e-3)
     model = torch.nn.ModuleDict({"vae": vae, "loss": criterion})
-    x = _images(2, 8, seed=3)
+    x = random_images(2, 8, seed=3)
     torch.manual_seed(1)
     loss, parts = autoencoder_kl_loss.training_loss(model, x)
     torch.manual_seed(1)

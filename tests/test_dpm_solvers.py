@@ -34,19 +34,6 @@ class LinearPath(GaussianPath):
         return torch.sigmoid(-lam / 2)  # (1 - t) / t = exp(lam / 2)
 
 
-def _errors(name, sde, x, reference, nfes, schedule):
-    score = MIXTURE.score_fn(sde)
-    return [
-        (
-            nfe,
-            solver_study.mean_error(
-                solver_study.run(name, sde, score, x, nfe, schedule)[0], reference
-            ),
-        )
-        for nfe in nfes
-    ]
-
-
 def test_ddim_is_the_exponential_integrator_and_3m_beats_2m():
     """eta = 0 DDIM = alpha_s x0_hat + sigma_s eps_hat (Song et al.'s form), step by
     step; and at 20 NFE the third-order multistep beats the second-order one on the
@@ -64,8 +51,9 @@ def test_ddim_is_the_exponential_integrator_and_3m_beats_2m():
         y = sde.alpha(s) * x0_hat + sde.sigma(s) * eps_hat
     torch.testing.assert_close(ours, y, rtol=1e-10, atol=1e-10)
     reference = solver_study.exact_solution(sde, score, x)
-    err_2m = _errors("dpm_solver_2m", sde, x, reference, [20], "logsnr")[0][1]
-    err_3m = _errors("dpm_solver_3m", sde, x, reference, [20], "logsnr")[0][1]
+    names = ("dpm_solver_2m", "dpm_solver_3m")
+    table = solver_study.sweep(names, ["logsnr"], sde, score, x, reference, [20])
+    err_2m, err_3m = (table[name, "logsnr"][0][1] for name in names)
     assert err_3m < 0.7 * err_2m, (err_2m, err_3m)
 
 

@@ -1,15 +1,11 @@
 """GPU mode without a GPU: the device override, the cap on long loops, and the dry-run runner."""
 
-import importlib.util
-from pathlib import Path
-
 import nbformat
 import pytest
 import torch
 
+from conftest import load_script
 from oldschool import config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_mode_runs_on_the_device_override(monkeypatch):
@@ -120,12 +116,7 @@ def test_a_capped_gpu_column_keeps_every_shape_and_shortens_every_loop(chapter):
 
 
 def _gpu_check():
-    spec = importlib.util.spec_from_file_location(
-        "gpu_check", ROOT / "benchmarks" / "gpu_check.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu_check.py")
 
 
 def test_the_dry_run_records_assertions_and_fails_on_errors(tmp_path):

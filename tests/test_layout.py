@@ -1,10 +1,8 @@
 """The package's layout: tests mirror the modules, and the README's map is current."""
 
-import importlib.util
-
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 MODULES = sorted(
     p.stem for p in (ROOT / "oldschool").glob("*.py") if p.stem != "__init__"
@@ -12,12 +10,7 @@ MODULES = sorted(
 
 
 def _package_map():
-    spec = importlib.util.spec_from_file_location(
-        "package_map", ROOT / "scripts" / "package_map.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/package_map.py")
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -7,20 +7,18 @@ import math
 import pytest
 import torch
 
+from conftest import random_images
 from oldschool import metrics, toy
-
-
-def _images(n=2, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, size, size, generator=g) * 2 - 1
 
 
 def test_psnr_and_ssim_against_skimage():
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     x, y = (
-        _images(3, 24, seed=0),
-        _images(3, 24, seed=1).mul(0.3).add(_images(3, 24, seed=0).mul(0.7)),
+        random_images(3, 24, seed=0),
+        random_images(3, 24, seed=1)
+        .mul(0.3)
+        .add(random_images(3, 24, seed=0).mul(0.7)),
     )
     p, s = metrics.psnr(x, y), metrics.ssim(x, y)
     for i in range(3):

@@ -5,21 +5,12 @@ import warnings
 import pytest
 import torch
 
+from conftest import random_images
 from oldschool import perceptual
 
 
-@pytest.fixture(scope="module")
-def random_lpips():
-    return perceptual.LPIPS("alex", pretrained_backbone=False, seed=0)
-
-
-def _images(n=2, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, size, size, generator=g) * 2 - 1
-
-
 def test_lpips_is_a_distance_like_function(random_lpips):
-    x, y = _images(seed=0), _images(seed=1)
+    x, y = random_images(seed=0), random_images(seed=1)
     d_xy, d_xx = random_lpips(x, y), random_lpips(x, x)
     assert (
         d_xy.shape == (2,)
@@ -31,7 +22,7 @@ def test_lpips_is_a_distance_like_function(random_lpips):
 
 
 def test_random_trunk_is_reproducible_from_its_seed():
-    x, y = _images(seed=0), _images(seed=1)
+    x, y = random_images(seed=0), random_images(seed=1)
     a = perceptual.LPIPS("alex", pretrained_backbone=False, seed=3)(x, y)
     b = perceptual.LPIPS("alex", pretrained_backbone=False, seed=3)(x, y)
     assert torch.equal(a, b)
@@ -44,7 +35,7 @@ def test_building_emits_no_warnings():
 
 
 def test_lpips_validates_range_and_shape(random_lpips):
-    x = _images()
+    x = random_images()
     with pytest.raises(ValueError, match=r"values in \[-1, 1\]; y spans"):
         random_lpips(x, 1.5 * x.abs() + 0.1)
     with pytest.raises(ValueError, match=r"x must have shape \(B, 3, H, W\)"):

@@ -14,19 +14,6 @@ PATHS = {"vp": VPSDE(), "ve": VESDE()}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _errors(name, sde, x, reference, nfes, schedule):
-    score = MIXTURE.score_fn(sde)
-    return [
-        (
-            nfe,
-            solver_study.mean_error(
-                solver_study.run(name, sde, score, x, nfe, schedule)[0], reference
-            ),
-        )
-        for nfe in nfes
-    ]
-
-
 # Orders measured against the exact ODE solution, between the last two NFEs of each
 # sweep. dpm_solver_3m starts with one first-order step, whose O(h^2) local error caps
 # its global order at 2 (its third order shows pre-asymptotically: see chapter 6).
@@ -47,9 +34,11 @@ def test_convergence_order_against_the_exact_solution(name, path):
     x = sde.prior_sample(
         (60, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )
-    reference = solver_study.exact_solution(sde, MIXTURE.score_fn(sde), x, tol=1e-12)
+    score = MIXTURE.score_fn(sde)
+    reference = solver_study.exact_solution(sde, score, x, tol=1e-12)
     order, nfes = ORDERS[name]
-    rows = _errors(name, sde, x, reference, nfes, "logsnr")
+    table = solver_study.sweep([name], ["logsnr"], sde, score, x, reference, nfes)
+    rows = table[name, "logsnr"]
     measured = solver_study.observed_order(rows)
     assert abs(measured - order) < 0.3, (rows, measured)
 
@@ -95,6 +84,10 @@ def test_order_check_fails_on_a_first_order_method():
     x = sde.prior_sample(
         (60, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )
-    reference = solver_study.exact_solution(sde, MIXTURE.score_fn(sde), x, tol=1e-12)
-    rows = _errors("ddim", sde, x, reference, (160, 320), "logsnr")
+    score = MIXTURE.score_fn(sde)
+    reference = solver_study.exact_solution(sde, score, x, tol=1e-12)
+    table = solver_study.sweep(
+        ["ddim"], ["logsnr"], sde, score, x, reference, (160, 320)
+    )
+    rows = table["ddim", "logsnr"]
     assert abs(solver_study.observed_order(rows) - 2) > 0.3
