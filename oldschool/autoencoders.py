@@ -179,6 +179,16 @@ def vae_loss(model, x, beta=1.0, sigma=1.0):
 _GAUSSIAN_ENCODER = "a VAE (or StochasticAE) with a Gaussian encoder"
 
 
+def _q_of(model, x, q, what):
+    """q(z|x): the encoder's when ``q`` is None, else ``q`` (one row per image), checked."""
+    if q is None:
+        return model.encode(x)  # checks x
+    checks.tensor(x, "x", shape=("B", *model.image_shape))
+    checks.instance(q, what, DiagonalGaussian)
+    checks.tensor(q.mean, f"{what}.mean", shape=(x.shape[0], model.latent_dim))
+    return q
+
+
 @torch.no_grad()
 def elbo_per_image(model, x, sigma=1.0, n_samples=1, generator=None, posterior=None):
     """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || N(0, I)) in nats, one per image: (B,).
@@ -190,12 +200,7 @@ def elbo_per_image(model, x, sigma=1.0, n_samples=1, generator=None, posterior=N
     """
     checks.instance(model, "model", StochasticAE, _GAUSSIAN_ENCODER)
     checks.number(sigma, "sigma", low=0, low_open=True)
-    if posterior is None:
-        q = model.encode(x)  # checks x
-    else:  # one q per image
-        checks.tensor(x, "x", shape=("B", *model.image_shape))
-        q = checks.instance(posterior, "posterior", DiagonalGaussian)
-        checks.tensor(q.mean, "posterior.mean", shape=(x.shape[0], model.latent_dim))
+    q = _q_of(model, x, posterior, "posterior")
     log_lik = torch.stack(
         [
             -gaussian_nll(
@@ -305,12 +310,7 @@ def importance_log_likelihood(
     checks.instance(model, "model", StochasticAE, _GAUSSIAN_ENCODER)
     checks.number(sigma, "sigma", low=0, low_open=True)
     checks.number(n_samples, "n_samples", low=1, integer=True)
-    if proposal is None:
-        q = model.encode(x)  # checks x
-    else:  # one q per image
-        checks.tensor(x, "x", shape=("B", *model.image_shape))
-        q = checks.instance(proposal, "proposal", DiagonalGaussian)
-        checks.tensor(q.mean, "proposal.mean", shape=(x.shape[0], model.latent_dim))
+    q = _q_of(model, x, proposal, "proposal")
     batch = x.shape[0]
     log_w = []
     for start in range(0, n_samples, chunk):
