@@ -29,10 +29,11 @@ def _shape_text(shape):
     return "(" + ", ".join(str(n) for n in shape) + (",)" if len(shape) == 1 else ")")
 
 
-def tensor(x, name, *, shape=None, floating=False, finite=False):
+def tensor(x, name, *, shape=None, batch=False, floating=False, finite=False):
     """``x`` if it is a tensor of the given form, else a ``TypeError``/``ValueError``.
 
     shape: a tuple whose entries are sizes (int) or names of free sizes (str, e.g. "B");
+    batch: any shape (B, ...) with at least two dimensions, one sample per row;
     floating: require a floating-point dtype; finite: require no nan or inf.
     """
     if not isinstance(x, torch.Tensor):
@@ -46,6 +47,10 @@ def tensor(x, name, *, shape=None, floating=False, finite=False):
             raise ValueError(
                 f"{name} must have shape {_shape_text(shape)}, got {tuple(x.shape)}"
             )
+    if batch and x.dim() < 2:
+        raise ValueError(
+            f"{name} must be a batch shaped (B, ...), got {tuple(x.shape)}"
+        )
     if floating and not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if finite and x.device.type != "meta" and not torch.isfinite(x).all():

@@ -136,10 +136,7 @@ def dsm_loss(
     """
     checks.one_of(parameterization, "parameterization", PARAMETERIZATIONS)
     checks.one_of(weighting, "weighting", ("own", "eps"))
-    if not isinstance(x0, torch.Tensor) or x0.dim() < 2:
-        raise ValueError(
-            f"x0 must be a batch of data (B, ...), got {checks.describe(x0)}"
-        )
+    checks.tensor(x0, "x0", batch=True)
     T = float(sde.T)  # 1 for Song et al.'s SDEs, t_max < 1 for the linear path
     if not 0.0 <= t_min < T:
         raise ValueError(f"t_min must be in [0, T={T}), got {t_min!r}")

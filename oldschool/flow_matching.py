@@ -145,8 +145,7 @@ def cfm_loss(model, x0, path, *, sampling="uniform", shift=1.0, generator=None):
     ``train.train(model, lambda m, x: cfm_loss(m, x, path), ...)``.
     With uniform t it is ``denoising.dsm_loss(model, x0, path, "velocity")``.
     """
-    checks.tensor(x0, "x0", floating=True)
-    checks.number(x0.dim(), "x0.dim() (a batch (B, ...))", low=2, integer=True)
+    checks.tensor(x0, "x0", batch=True, floating=True)
     t = sample_times(
         x0.shape[0],
         path,

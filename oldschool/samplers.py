@@ -97,11 +97,7 @@ def start(sde, x, ts, t_min=None, callback=None):
     (then ``t_min``, default 1e-3, is the end) or a strictly decreasing 1-D tensor of
     times in [0, T]. Calls ``callback(0, ts[0], x)`` for the starting point.
     """
-    checks.tensor(x, "x", floating=True)
-    if x.dim() < 2:
-        raise ValueError(
-            f"x must be a batch shaped (B, ...) at t = ts[0], got {tuple(x.shape)}"
-        )
+    checks.tensor(x, "x", batch=True, floating=True)
     if isinstance(ts, int) and not isinstance(ts, bool):
         ts = time_grid(sde, ts, t_min=1e-3 if t_min is None else t_min, like=x)
     elif isinstance(ts, torch.Tensor):

@@ -46,6 +46,15 @@ def test_tensor_names_what_is_wrong(x, kwargs, error, message):
         checks.tensor(x, "x", **kwargs)
 
 
+def test_batch_needs_one_sample_per_row():
+    x = torch.zeros(5, 3, 2)
+    assert checks.tensor(x, "x", batch=True) is x
+    with pytest.raises(
+        ValueError, match=r"x must be a batch shaped \(B, \.\.\.\), got \(5,\)"
+    ):
+        checks.tensor(torch.zeros(5), "x", batch=True)
+
+
 def test_meta_tensors_skip_the_value_checks():
     x = torch.empty(2, 3, device="meta")
     assert checks.tensor(x, "x", shape=("B", 3), finite=True) is x
